@@ -1,0 +1,1 @@
+"""Evaluation metrics shared by the graph_rec models."""

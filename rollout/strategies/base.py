@@ -1,0 +1,68 @@
+"""The RolloutStrategy interface: how one training step turns prompt requests into a train batch.
+
+A strategy may run several generation rounds inside a step (SEELE's hint rounds, Cog-Rethinker's
+follow-ups), so it receives the generator *and* the reward scorer and returns a scored
+:class:`RolloutBatch`. It then defines the advantage groups and loss terms in ``make_train_batch``.
+Strategies register with :func:`register_strategy` together with a dataclass of their options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from rollout.types import Completion, GenerationRequest, PromptRequest, RolloutBatch, Sample
+from trainer.batch import TrainBatch
+
+
+class Generator(Protocol):
+    """What strategies need from the rollout side (rollout.generator.Generator implements it)."""
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]: ...
+
+
+class Scorer(Protocol):
+    """What strategies need from rewards (rewards.scorer.RewardScorer implements it)."""
+
+    def score(self, samples: list[Sample]) -> dict[str, float]: ...
+
+
+class RolloutStrategy(Protocol):
+    def rollout(self, requests: list[PromptRequest], generator: Generator, scorer: Scorer) -> RolloutBatch: ...
+
+    def make_train_batch(self, batch: RolloutBatch) -> TrainBatch: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class StrategyContext:
+    renderer: Any  # rollout.templates.PromptRenderer: Prompt -> token ids
+    tokenizer: Any
+    algorithm: Any  # launch.config.AlgorithmConfig (advantage, clip, kl, normalisation)
+    sampling: Any  # rollout.types.SamplingParams defaults
+    seed: int
+    pad_id: int
+
+
+StrategyFactory = Callable[[StrategyContext, Any], RolloutStrategy]
+
+
+@dataclass(frozen=True)
+class StrategyEntry:
+    factory: StrategyFactory
+    options: type
+
+
+STRATEGIES: dict[str, StrategyEntry] = {}
+
+
+def register_strategy(name: str, options: type) -> Callable[[StrategyFactory], StrategyFactory]:
+    def deco(factory: StrategyFactory) -> StrategyFactory:
+        STRATEGIES[name] = StrategyEntry(factory, options)
+        return factory
+
+    return deco

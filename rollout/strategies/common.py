@@ -1,0 +1,95 @@
+"""Building blocks shared by strategies: one generation round, and the PG(+KL) train batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from rollout.strategies.base import Generator
+from rollout.types import GenerationRequest, Prompt, SamplingParams, Sample
+from trainer.advantages import get_advantage
+from trainer.batch import LossTerm, TrainBatch, collate
+
+
+def generate_round(
+    generator: Generator,
+    prompts: Sequence[Prompt],
+    prompt_ids: Sequence[list[int]],
+    counts: Sequence[int],
+    group_ids: Sequence[str],
+    round_idx: int = 0,
+    params: SamplingParams | None = None,
+    meta: Sequence[dict] | None = None,
+) -> list[Sample]:
+    """Generate ``counts[i]`` samples for each prompt and wrap them as unscored Samples."""
+    reqs = [GenerationRequest(list(ids), int(n), params) for ids, n in zip(prompt_ids, counts, strict=True)]
+    outs = generator.generate(reqs)
+    samples: list[Sample] = []
+    for i, comps in enumerate(outs):
+        for c in comps:
+            samples.append(
+                Sample(
+                    prompt=prompts[i],
+                    prompt_ids=list(prompt_ids[i]),
+                    response_ids=list(c.token_ids),
+                    logprobs=list(c.logprobs),
+                    finish_reason=c.finish_reason,
+                    response_text=c.text,
+                    group_id=group_ids[i],
+                    round=round_idx,
+                    meta=dict(meta[i]) if meta is not None else {},
+                )
+            )
+    return samples
+
+
+def rollout_metrics(samples: Sequence[Sample]) -> dict[str, float]:
+    n = max(len(samples), 1)
+    lens = [len(s.response_ids) for s in samples]
+    return {
+        "response_len_mean": sum(lens) / n,
+        "response_len_max": float(max(lens, default=0)),
+        "truncated_frac": sum(s.finish_reason == "length" for s in samples) / n,
+        "num_samples": float(len(samples)),
+    }
+
+
+def pg_train_batch(
+    samples: Sequence[Sample],
+    algorithm,
+    pad_id: int,
+    advantages: Sequence[float] | None = None,
+    extra_terms: Sequence[LossTerm] = (),
+) -> TrainBatch:
+    """Clipped PG on generated tokens (+ KL to the reference when ``algorithm.kl_coef > 0``).
+
+    Samples without a reward (a plugin failed) keep their row but get an all-zero mask, so they add
+    no gradient and do not bias the normaliser.
+    """
+    rewards = [s.reward for s in samples]
+    if advantages is None:
+        advantages = get_advantage(algorithm.advantage)(rewards, [s.group_id for s in samples])
+    col = collate([s.prompt_ids for s in samples], [s.response_ids for s in samples], pad_id, [s.logprobs for s in samples])
+    valid = torch.tensor([r is not None for r in rewards], dtype=torch.float32)[:, None]
+    mask = col.response_mask * valid
+    adv = torch.tensor(list(advantages), dtype=torch.float32)
+    norm_opts = {"norm": algorithm.loss_norm}
+    terms = [
+        LossTerm(
+            "policy_gradient",
+            1.0,
+            mask,
+            {"advantages": adv},
+            {"clip_eps_low": algorithm.clip_eps_low, "clip_eps_high": algorithm.clip_eps_high,
+             "dual_clip": algorithm.dual_clip, **norm_opts},
+        )
+    ]
+    if algorithm.kl_coef > 0:
+        terms.append(LossTerm("kl", algorithm.kl_coef, mask, {}, {"estimator": algorithm.kl_estimator, **norm_opts}))
+    terms.extend(extra_terms)
+    nz = (adv != 0).float().mean().item() if len(adv) else 0.0
+    return TrainBatch(
+        col.input_ids, col.attention_mask, terms, col.engine_logprobs,
+        metrics={"adv_abs_mean": adv.abs().mean().item() if len(adv) else 0.0, "adv_nonzero_frac": nz},
+    )

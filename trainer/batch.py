@@ -1,0 +1,111 @@
+"""The rollout → learner contract: a padded token batch carrying one or more weighted loss terms.
+
+Position convention (used by every mask here): ``mask[b, t] = 1`` makes token ``input_ids[b, t]`` a
+target of that term; its log-prob comes from the logits at position ``t - 1``. The learner returns
+per-token log-probs in the same layout (column 0 is always 0), so masks never need shifting by hand.
+
+A batch may carry several terms (PG on generated tokens + NLL on a hint span, DPO + BC, ...); the
+learner sums ``weight * term_loss`` in one backward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+
+@dataclass
+class LossTerm:
+    loss: str  # registered loss name, see trainer/losses.py
+    weight: float
+    mask: torch.Tensor  # [B, T] float: 1 on this term's target tokens
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # per-row inputs, first dim B
+    options: dict[str, Any] = field(default_factory=dict)  # scalar hyper-parameters (clip eps, norm, ...)
+
+    def select(self, rows: torch.Tensor) -> LossTerm:
+        return replace(self, mask=self.mask[rows], tensors={k: v[rows] for k, v in self.tensors.items()})
+
+
+@dataclass
+class TrainBatch:
+    input_ids: torch.Tensor  # [B, T] long, right-padded
+    attention_mask: torch.Tensor  # [B, T] long: 1 on real tokens
+    terms: list[LossTerm]
+    engine_logprobs: torch.Tensor | None = None  # [B, T] behaviour log-probs from the rollout engine
+    metrics: dict[str, float] = field(default_factory=dict)  # batch statistics to log (not used in the loss)
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def select(self, rows: torch.Tensor | Sequence[int]) -> TrainBatch:
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        return TrainBatch(
+            input_ids=self.input_ids[rows],
+            attention_mask=self.attention_mask[rows],
+            terms=[t.select(rows) for t in self.terms],
+            engine_logprobs=None if self.engine_logprobs is None else self.engine_logprobs[rows],
+            metrics=self.metrics,
+        )
+
+    def pad_rows(self, multiple: int, pad_id: int) -> TrainBatch:
+        """Append all-masked rows so that the row count divides ``multiple``.
+
+        Needed because every data-parallel rank must run the same number of micro-batches
+        (ZeRO's collectives deadlock otherwise). Padded rows have zero masks: they add nothing.
+        """
+        extra = (-self.num_rows) % multiple
+        if extra == 0:
+            return self
+        T = self.input_ids.shape[1]
+
+        def grow(x: torch.Tensor, fill: float | int) -> torch.Tensor:
+            pad = torch.full((extra, *x.shape[1:]), fill, dtype=x.dtype)
+            return torch.cat([x, pad], 0)
+
+        ids = grow(self.input_ids, pad_id)
+        att = grow(self.attention_mask, 0)
+        att[-extra:, 0] = 1  # one visible token so attention over the row is well defined
+        terms = [
+            replace(t, mask=grow(t.mask, 0), tensors={k: grow(v, 0) for k, v in t.tensors.items()})
+            for t in self.terms
+        ]
+        elp = None if self.engine_logprobs is None else grow(self.engine_logprobs, 0.0)
+        assert ids.shape[1] == T
+        return TrainBatch(ids, att, terms, elp, self.metrics)
+
+
+@dataclass
+class Collated:
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor  # [B, T]
+    response_mask: torch.Tensor  # [B, T] float: 1 on generated tokens
+    prompt_lens: list[int]  # [B]
+    engine_logprobs: torch.Tensor  # [B, T] engine log-probs on response positions, 0 elsewhere
+
+
+def collate(
+    prompt_ids: Sequence[Sequence[int]],
+    response_ids: Sequence[Sequence[int]],
+    pad_id: int,
+    engine_logprobs: Sequence[Sequence[float]] | None = None,
+) -> Collated:
+    """Right-pad ``prompt + response`` rows into one batch with a response mask."""
+    B = len(prompt_ids)
+    lens = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids, strict=True)]
+    T = max(lens) if lens else 1
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    att = torch.zeros((B, T), dtype=torch.long)
+    resp = torch.zeros((B, T), dtype=torch.float32)
+    elp = torch.zeros((B, T), dtype=torch.float32)
+    for b, (p, r) in enumerate(zip(prompt_ids, response_ids, strict=True)):
+        n = len(p) + len(r)
+        ids[b, :n] = torch.tensor(list(p) + list(r), dtype=torch.long)
+        att[b, :n] = 1
+        resp[b, len(p) : n] = 1.0
+        if engine_logprobs is not None and len(r):
+            elp[b, len(p) : n] = torch.tensor(engine_logprobs[b], dtype=torch.float32)
+    return Collated(ids, att, resp, [len(p) for p in prompt_ids], elp)
