@@ -30,7 +30,9 @@ _MODELS: dict[str, ModelEntry] = {}
 # One line per model family module; each module calls register_model at import time.
 MODEL_MODULES: list[str] = [
     # issue 4: clustering and graph-transformer components
+    "graph_rec.clustering.runner",
     # issue 5: hyperbolic recommendation and CTR
+    "graph_rec.recsys.runners",
 ]
 
 

@@ -45,7 +45,9 @@ def load_registries() -> Registries:
     from rollout.strategies.base import STRATEGIES
     from trainer.advantages import ADVANTAGES
 
-    return Registries(STRATEGIES, CURRICULA, ADVANTAGES, ENGINES, ANSWER_EXTRACTORS, BUILTIN_MODELS, resolve_reward)
+    return Registries(
+        STRATEGIES, CURRICULA, ADVANTAGES, ENGINES, ANSWER_EXTRACTORS, BUILTIN_MODELS, resolve_reward
+    )
 
 
 def import_object(path: str) -> Any:

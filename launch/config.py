@@ -40,12 +40,16 @@ class ArithmeticConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "arithmetic"  # "arithmetic" (generated), a .jsonl/.json/.parquet file, or hf:NAME (datasets)
+    source: str = (
+        "arithmetic"  # "arithmetic" (generated), a .jsonl/.json/.parquet file, or hf:NAME (datasets)
+    )
     split: str = "train"  # split for hf: sources
     prompt_field: str = "question"  # column holding the problem text
     answer_field: str | None = "answer"  # column holding the reference answer (passed to rewards as `answer`)
     solution_field: str | None = None  # column holding a worked solution (SEELE hints)
-    answer_extractor: str = "identity"  # how to get the final answer from answer_field: identity | gsm8k (text after ####)
+    answer_extractor: str = (
+        "identity"  # how to get the final answer from answer_field: identity | gsm8k (text after ####)
+    )
     max_rows: int | None = None  # keep only the first rows (quick runs)
     arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
 
@@ -119,7 +123,9 @@ class AlgorithmConfig:
 @dataclass
 class ComponentConfig:
     name: str = "grpo"
-    options: dict[str, Any] = field(default_factory=dict)  # validated against the component's options dataclass
+    options: dict[str, Any] = field(
+        default_factory=dict
+    )  # validated against the component's options dataclass
 
 
 @dataclass
@@ -154,7 +160,9 @@ class LoggingConfig:
 
 @dataclass
 class RayConfig:
-    address: str | None = None  # None: an existing cluster from RAY_ADDRESS / `ray job submit`, else an embedded one
+    address: str | None = (
+        None  # None: an existing cluster from RAY_ADDRESS / `ray job submit`, else an embedded one
+    )
     num_cpus: int | None = None  # embedded cluster only (None: enough for all actors)
     temp_dir: str | None = None  # embedded cluster only
 
@@ -234,16 +242,39 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
     from launch.components import load_registries
 
     reg = load_registries()
-    _check(cfg.model.dtype in ("bfloat16", "float32"), origin, "model.dtype", f"{cfg.model.dtype!r} is not bfloat16 or float32")
+    _check(
+        cfg.model.dtype in ("bfloat16", "float32"),
+        origin,
+        "model.dtype",
+        f"{cfg.model.dtype!r} is not bfloat16 or float32",
+    )
     if not cfg.model.path.startswith("builtin:"):
         p = Path(os.path.expanduser(cfg.model.path))
-        _check(p.is_dir() and (p / "config.json").is_file(), origin, "model.path",
-               f"{cfg.model.path!r} is not a model folder with config.json (or use builtin:smollm2-135m-instruct)")
+        _check(
+            p.is_dir() and (p / "config.json").is_file(),
+            origin,
+            "model.path",
+            f"{cfg.model.path!r} is not a model folder with config.json (or use builtin:smollm2-135m-instruct)",
+        )
     else:
-        _check(cfg.model.path in reg.builtin_models, origin, "model.path",
-               f"unknown builtin model {cfg.model.path!r}; known: {sorted(reg.builtin_models)}")
-    _check(cfg.rollout.engine in reg.engines, origin, "rollout.engine", f"unknown engine {cfg.rollout.engine!r}; use one of {sorted(reg.engines)}")
-    _check(cfg.trainer.zero_stage in (0, 1, 2, 3), origin, "trainer.zero_stage", f"{cfg.trainer.zero_stage} is not 0-3")
+        _check(
+            cfg.model.path in reg.builtin_models,
+            origin,
+            "model.path",
+            f"unknown builtin model {cfg.model.path!r}; known: {sorted(reg.builtin_models)}",
+        )
+    _check(
+        cfg.rollout.engine in reg.engines,
+        origin,
+        "rollout.engine",
+        f"unknown engine {cfg.rollout.engine!r}; use one of {sorted(reg.engines)}",
+    )
+    _check(
+        cfg.trainer.zero_stage in (0, 1, 2, 3),
+        origin,
+        "trainer.zero_stage",
+        f"{cfg.trainer.zero_stage} is not 0-3",
+    )
     _check(cfg.trainer.lr > 0, origin, "trainer.lr", "must be > 0")
     _check(cfg.trainer.num_learners >= 1, origin, "trainer.num_learners", "must be >= 1")
     _check(cfg.trainer.micro_batch_size >= 1, origin, "trainer.micro_batch_size", "must be >= 1")
@@ -252,22 +283,57 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
     _check(cfg.curriculum.prompts_per_step >= 1, origin, "curriculum.prompts_per_step", "must be >= 1")
     _check(cfg.curriculum.n_samples >= 1, origin, "curriculum.n_samples", "must be >= 1")
     _check(cfg.total_steps >= 0, origin, "total_steps", "must be >= 0")
-    _check(cfg.algorithm.advantage in reg.advantages, origin, "algorithm.advantage",
-           f"unknown estimator {cfg.algorithm.advantage!r}; registered: {sorted(reg.advantages)}")
-    _check(cfg.algorithm.loss_norm in ("token", "sequence", "constant"), origin, "algorithm.loss_norm",
-           f"{cfg.algorithm.loss_norm!r} is not token, sequence or constant")
-    _check(cfg.algorithm.kl_estimator in ("k1", "k2", "k3"), origin, "algorithm.kl_estimator", "use k1, k2 or k3")
-    _check(cfg.algorithm.logprobs_source in ("recompute", "engine"), origin, "algorithm.logprobs_source", "use recompute or engine")
-    _check(cfg.algorithm.ppo_epochs >= 1 and cfg.algorithm.mini_batches >= 1, origin, "algorithm.ppo_epochs",
-           "ppo_epochs and mini_batches must be >= 1")
-    _check(cfg.rewards.isolation in ("process", "inline"), origin, "rewards.isolation", "use process or inline")
-    _check(len(cfg.rewards.functions) > 0, origin, "rewards.functions", "at least one reward function is needed")
-    _check(cfg.strategy.name in reg.strategies, origin, "strategy.name",
-           f"unknown strategy {cfg.strategy.name!r}; registered: {sorted(reg.strategies)}")
-    component_options(reg.strategies[cfg.strategy.name].options, cfg.strategy.options, "strategy.options", origin)
-    _check(cfg.curriculum.name in reg.curricula, origin, "curriculum.name",
-           f"unknown curriculum {cfg.curriculum.name!r}; registered: {sorted(reg.curricula)}")
-    component_options(reg.curricula[cfg.curriculum.name].options, cfg.curriculum.options, "curriculum.options", origin)
+    _check(
+        cfg.algorithm.advantage in reg.advantages,
+        origin,
+        "algorithm.advantage",
+        f"unknown estimator {cfg.algorithm.advantage!r}; registered: {sorted(reg.advantages)}",
+    )
+    _check(
+        cfg.algorithm.loss_norm in ("token", "sequence", "constant"),
+        origin,
+        "algorithm.loss_norm",
+        f"{cfg.algorithm.loss_norm!r} is not token, sequence or constant",
+    )
+    _check(
+        cfg.algorithm.kl_estimator in ("k1", "k2", "k3"), origin, "algorithm.kl_estimator", "use k1, k2 or k3"
+    )
+    _check(
+        cfg.algorithm.logprobs_source in ("recompute", "engine"),
+        origin,
+        "algorithm.logprobs_source",
+        "use recompute or engine",
+    )
+    _check(
+        cfg.algorithm.ppo_epochs >= 1 and cfg.algorithm.mini_batches >= 1,
+        origin,
+        "algorithm.ppo_epochs",
+        "ppo_epochs and mini_batches must be >= 1",
+    )
+    _check(
+        cfg.rewards.isolation in ("process", "inline"), origin, "rewards.isolation", "use process or inline"
+    )
+    _check(
+        len(cfg.rewards.functions) > 0, origin, "rewards.functions", "at least one reward function is needed"
+    )
+    _check(
+        cfg.strategy.name in reg.strategies,
+        origin,
+        "strategy.name",
+        f"unknown strategy {cfg.strategy.name!r}; registered: {sorted(reg.strategies)}",
+    )
+    component_options(
+        reg.strategies[cfg.strategy.name].options, cfg.strategy.options, "strategy.options", origin
+    )
+    _check(
+        cfg.curriculum.name in reg.curricula,
+        origin,
+        "curriculum.name",
+        f"unknown curriculum {cfg.curriculum.name!r}; registered: {sorted(reg.curricula)}",
+    )
+    component_options(
+        reg.curricula[cfg.curriculum.name].options, cfg.curriculum.options, "curriculum.options", origin
+    )
     for i, spec in enumerate(cfg.rewards.functions):
         try:
             reg.resolve_reward(spec.name)
@@ -275,7 +341,15 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
             raise ConfigError(f"{origin}: rewards.functions[{i}].name: {e}") from None
     src = cfg.data.source
     if src != "arithmetic" and not src.startswith("hf:"):
-        _check(Path(os.path.expanduser(src)).is_file(), origin, "data.source",
-               f"file {src!r} not found (use arithmetic, a .jsonl/.json/.parquet file, or hf:NAME)")
-    _check(cfg.data.answer_extractor in reg.answer_extractors, origin, "data.answer_extractor",
-           f"unknown extractor {cfg.data.answer_extractor!r}; use one of {sorted(reg.answer_extractors)}")
+        _check(
+            Path(os.path.expanduser(src)).is_file(),
+            origin,
+            "data.source",
+            f"file {src!r} not found (use arithmetic, a .jsonl/.json/.parquet file, or hf:NAME)",
+        )
+    _check(
+        cfg.data.answer_extractor in reg.answer_extractors,
+        origin,
+        "data.answer_extractor",
+        f"unknown extractor {cfg.data.answer_extractor!r}; use one of {sorted(reg.answer_extractors)}",
+    )

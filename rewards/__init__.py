@@ -1,0 +1,9 @@
+"""Reward plugins and the batch scorer.
+
+- :mod:`rewards.registry`  the plugin contract (with an example), ``REWARDS``, ``register_reward``,
+  ``resolve_reward`` (registered name, ``pkg.mod:fn`` or ``path/to/file.py:fn``).
+- :mod:`rewards.math`      ``math``: final-answer equivalence with math-verify.
+- :mod:`rewards.format`    ``format``: a regular-expression check (default: a ``\\boxed{}`` answer).
+- :mod:`rewards.scorer`    ``RewardScorer``: calls every plugin once per batch, isolated in a worker process,
+  and fills in ``Sample.reward`` / ``reward_details`` / ``correct``.
+"""

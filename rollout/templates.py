@@ -20,7 +20,9 @@ class PromptRenderer:
     use_chat_template: bool = True
 
     def user_text(self, prompt: Prompt) -> str:
-        return self.template.format(text=prompt.text, **{k: v for k, v in prompt.columns.items() if k != "text"})
+        return self.template.format(
+            text=prompt.text, **{k: v for k, v in prompt.columns.items() if k != "text"}
+        )
 
     def render_text(self, prompt: Prompt) -> str:
         user = self.user_text(prompt)

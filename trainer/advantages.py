@@ -38,7 +38,9 @@ def _group_index(rewards: Sequence[float | None], groups: Sequence[str]) -> dict
     return idx
 
 
-def _centered(rewards: Sequence[float | None], groups: Sequence[str], scale_by_std: bool, eps: float = 1e-6) -> list[float]:
+def _centered(
+    rewards: Sequence[float | None], groups: Sequence[str], scale_by_std: bool, eps: float = 1e-6
+) -> list[float]:
     out = [0.0] * len(rewards)
     for members in _group_index(rewards, groups).values():
         r = np.array([rewards[i] for i in members], dtype=np.float64)

@@ -135,7 +135,9 @@ def kl_loss(inp: LossInputs, term: LossTerm, reduce: Reducer) -> tuple[torch.Ten
 
 
 @register_loss("nll")
-def nll_loss(inp: LossInputs, term: LossTerm, reduce: Reducer) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def nll_loss(
+    inp: LossInputs, term: LossTerm, reduce: Reducer
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Negative log-likelihood of the masked tokens (SFT span, SEELE hint tokens, BC)."""
     per_token = -inp.logprobs
     with torch.no_grad():

@@ -45,7 +45,8 @@ __all__ = [
     "transp0back",
 ]
 
-MAX_TANGENT_NORM = 50.0  # in units of sqrt(K); cosh(50) ~ 2.6e21 is still finite in float32
+# In units of sqrt(K). x_0^2 ~ e^{2n}/4 and products x_0 y_0 must stay below float32's 3.4e38: e^64 ~ 6e27.
+MAX_TANGENT_NORM = 32.0
 _EPS = 1e-7
 
 

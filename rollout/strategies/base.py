@@ -29,7 +29,9 @@ class Scorer(Protocol):
 
 
 class RolloutStrategy(Protocol):
-    def rollout(self, requests: list[PromptRequest], generator: Generator, scorer: Scorer) -> RolloutBatch: ...
+    def rollout(
+        self, requests: list[PromptRequest], generator: Generator, scorer: Scorer
+    ) -> RolloutBatch: ...
 
     def make_train_batch(self, batch: RolloutBatch) -> TrainBatch: ...
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from rollout.strategies.base import Generator
-from rollout.types import GenerationRequest, Prompt, SamplingParams, Sample
+from rollout.types import GenerationRequest, Prompt, Sample, SamplingParams
 from trainer.advantages import get_advantage
 from trainer.batch import LossTerm, TrainBatch, collate
 
@@ -70,7 +70,12 @@ def pg_train_batch(
     rewards = [s.reward for s in samples]
     if advantages is None:
         advantages = get_advantage(algorithm.advantage)(rewards, [s.group_id for s in samples])
-    col = collate([s.prompt_ids for s in samples], [s.response_ids for s in samples], pad_id, [s.logprobs for s in samples])
+    col = collate(
+        [s.prompt_ids for s in samples],
+        [s.response_ids for s in samples],
+        pad_id,
+        [s.logprobs for s in samples],
+    )
     valid = torch.tensor([r is not None for r in rewards], dtype=torch.float32)[:, None]
     mask = col.response_mask * valid
     adv = torch.tensor(list(advantages), dtype=torch.float32)
@@ -81,15 +86,24 @@ def pg_train_batch(
             1.0,
             mask,
             {"advantages": adv},
-            {"clip_eps_low": algorithm.clip_eps_low, "clip_eps_high": algorithm.clip_eps_high,
-             "dual_clip": algorithm.dual_clip, **norm_opts},
+            {
+                "clip_eps_low": algorithm.clip_eps_low,
+                "clip_eps_high": algorithm.clip_eps_high,
+                "dual_clip": algorithm.dual_clip,
+                **norm_opts,
+            },
         )
     ]
     if algorithm.kl_coef > 0:
-        terms.append(LossTerm("kl", algorithm.kl_coef, mask, {}, {"estimator": algorithm.kl_estimator, **norm_opts}))
+        terms.append(
+            LossTerm("kl", algorithm.kl_coef, mask, {}, {"estimator": algorithm.kl_estimator, **norm_opts})
+        )
     terms.extend(extra_terms)
     nz = (adv != 0).float().mean().item() if len(adv) else 0.0
     return TrainBatch(
-        col.input_ids, col.attention_mask, terms, col.engine_logprobs,
+        col.input_ids,
+        col.attention_mask,
+        terms,
+        col.engine_logprobs,
         metrics={"adv_abs_mean": adv.abs().mean().item() if len(adv) else 0.0, "adv_nonzero_frac": nz},
     )

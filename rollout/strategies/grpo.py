@@ -31,7 +31,9 @@ class GRPOStrategy:
         prompts = [r.prompt for r in requests]
         ids = [self.ctx.renderer.render(p) for p in prompts]
         groups = [f"{i}:{p.uid}" for i, p in enumerate(prompts)]
-        samples = generate_round(generator, prompts, ids, [r.n_samples for r in requests], groups, params=self.ctx.sampling)
+        samples = generate_round(
+            generator, prompts, ids, [r.n_samples for r in requests], groups, params=self.ctx.sampling
+        )
         metrics = scorer.score(samples)
         metrics.update(rollout_metrics(samples))
         return RolloutBatch(samples, metrics)
@@ -39,7 +41,11 @@ class GRPOStrategy:
     def make_train_batch(self, batch: RolloutBatch) -> TrainBatch:
         samples = batch.samples
         if self.options.filter_uniform_groups:
-            keep = {g for g, ss in batch.groups().items() if len({s.reward for s in ss if s.reward is not None}) > 1}
+            keep = {
+                g
+                for g, ss in batch.groups().items()
+                if len({s.reward for s in ss if s.reward is not None}) > 1
+            }
             samples = [s for s in samples if s.group_id in keep] or samples[:1]
         return pg_train_batch(samples, self.ctx.algorithm, self.ctx.pad_id)
 

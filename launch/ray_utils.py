@@ -1,0 +1,36 @@
+"""Connecting to Ray: an existing cluster (``ray job submit`` sets RAY_ADDRESS) or an embedded local one."""
+
+from __future__ import annotations
+
+import os
+
+
+def init_ray(
+    address: str | None, num_cpus_needed: int, num_cpus: int | None = None, temp_dir: str | None = None
+) -> str:
+    """Returns "cluster" or "local". Heavy import (ray) stays inside."""
+    import ray
+
+    if ray.is_initialized():
+        return "existing"
+    address = address or os.environ.get("RAY_ADDRESS")
+    # Workers must import the project's packages: ship the working directory's code to the cluster
+    # only when the driver is not already running inside it (ray job submit --working-dir does that).
+    env_vars = {
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])),
+    }
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env_vars}, log_to_driver=True)
+        return "cluster"
+    # Rollout and training phases alternate in the synchronous loop, so logical CPUs may exceed
+    # physical cores: each actor still pins its own thread count.
+    cpus = num_cpus or max(num_cpus_needed, os.cpu_count() or 1)
+    ray.init(
+        num_cpus=cpus,
+        include_dashboard=False,
+        _temp_dir=temp_dir,
+        runtime_env={"env_vars": env_vars},
+        log_to_driver=True,
+    )
+    return "local"

@@ -1,0 +1,160 @@
+"""Builds every component of a run from a validated recipe. The driver (launch/train.py) stays the algorithm."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from launch.config import RecipeConfig, component_options, to_yaml
+
+PROBE_TEXT = "The quick brown fox jumps over the lazy dog. 12 + 34 = 46, and 7 * 8 = 56."
+
+
+@dataclass
+class Run:
+    cfg: RecipeConfig
+    model_path: str
+    tokenizer: Any
+    pad_id: int
+    generator: Any  # rollout.generator.Generator
+    learners: Any  # trainer.group.LearnerGroup
+    scorer: Any  # rewards.scorer.RewardScorer
+    strategy: Any
+    curriculum: Any
+    eval_set: Any
+    renderer: Any
+    ray_mode: str
+
+    def loop_state(self) -> dict[str, Any]:
+        return {"curriculum": self.curriculum.state_dict(), "strategy": self.strategy.state_dict()}
+
+    def close(self) -> None:
+        for part in (self.scorer, self.generator, self.learners):
+            try:
+                (getattr(part, "close", None) or part.shutdown)()
+            except Exception:
+                pass
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_run(cfg: RecipeConfig) -> Run:
+    from transformers import AutoTokenizer
+
+    from curricula.base import CurriculumContext
+    from curricula.data import load_prompts
+    from launch.components import ENGINES, load_registries
+    from launch.prepare_model import resolve_model_path
+    from launch.ray_utils import init_ray
+    from rewards.scorer import RewardScorer
+    from rollout.engines.base import EngineSpec
+    from rollout.generator import Generator
+    from rollout.strategies.base import StrategyContext
+    from rollout.templates import PromptRenderer
+    from rollout.types import SamplingParams
+    from trainer.group import LearnerGroup
+    from trainer.learner import LearnerSpec
+
+    seed_everything(cfg.seed)
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    with open(os.path.join(cfg.output_dir, "recipe.yaml"), "w") as f:
+        f.write(to_yaml(cfg))
+    reg = load_registries()
+    model_path = resolve_model_path(cfg.model.path, os.path.expanduser(cfg.model.cache_dir))
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    train_set = load_prompts(cfg.data, "train")
+    eval_set = load_prompts(cfg.data, "eval") if cfg.eval.num_prompts > 0 else None
+
+    r, t = cfg.rollout, cfg.trainer
+    needed = r.num_workers * r.threads_per_worker + t.num_learners * t.threads_per_learner
+    ray_mode = init_ray(cfg.ray.address, needed, cfg.ray.num_cpus, cfg.ray.temp_dir)
+    sampling = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.top_k, seed=cfg.seed)
+    probe_ids = list(tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"])[:32]
+    tol = (
+        r.sync_check_tol
+        if r.sync_check_tol is not None
+        else (0.15 if cfg.model.dtype == "bfloat16" else 0.01)
+    )
+    engine_spec = EngineSpec(
+        model_path,
+        cfg.model.dtype,
+        r.max_model_len,
+        r.kv_cache_gb,
+        r.enforce_eager,
+        cfg.seed,
+        r.threads_per_worker,
+    )
+    generator = Generator(
+        ENGINES[r.engine], engine_spec, r.num_workers, sampling, probe_ids, tol, r.gpus_per_worker
+    )
+    a = cfg.algorithm
+    learner_spec = LearnerSpec(
+        model_path=model_path,
+        dtype=cfg.model.dtype,
+        zero_stage=t.zero_stage,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        betas=tuple(t.betas),
+        warmup_steps=t.warmup_steps,
+        grad_clip=t.grad_clip,
+        micro_batch_size=t.micro_batch_size,
+        ppo_epochs=a.ppo_epochs,
+        mini_batches=a.mini_batches,
+        logprobs_source=a.logprobs_source,
+        need_ref=a.kl_coef > 0,
+        temperature=r.temperature if r.temperature > 0 else 1.0,
+        const_norm=float(r.max_new_tokens),
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
+        seed=cfg.seed,
+        threads=t.threads_per_learner,
+    )
+    learners = LearnerGroup(learner_spec, t.num_learners, t.gpus_per_learner)
+    scorer = RewardScorer(
+        cfg.rewards.functions, cfg.rewards.accuracy_from, cfg.rewards.timeout_s, cfg.rewards.isolation
+    )
+    renderer = PromptRenderer(
+        tokenizer, cfg.prompt.system_prompt, cfg.prompt.template, cfg.prompt.use_chat_template
+    )
+    s_entry = reg.strategies[cfg.strategy.name]
+    strategy = s_entry.factory(
+        StrategyContext(renderer, tokenizer, a, sampling, cfg.seed, pad_id),
+        component_options(s_entry.options, cfg.strategy.options, "strategy.options", "recipe"),
+    )
+    c_entry = reg.curricula[cfg.curriculum.name]
+    curriculum = c_entry.factory(
+        CurriculumContext(
+            train_set,
+            cfg.curriculum.prompts_per_step,
+            cfg.curriculum.n_samples,
+            cfg.seed,
+            generator,
+            scorer,
+            learners,
+            renderer,
+        ),
+        component_options(c_entry.options, cfg.curriculum.options, "curriculum.options", "recipe"),
+    )
+    return Run(
+        cfg,
+        model_path,
+        tokenizer,
+        pad_id,
+        generator,
+        learners,
+        scorer,
+        strategy,
+        curriculum,
+        eval_set,
+        renderer,
+        ray_mode,
+    )

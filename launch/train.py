@@ -1,0 +1,114 @@
+"""The driver: ``python -m launch.train RECIPE.yaml [key=value ...]``.
+
+Reads top to bottom as the algorithm. With no cluster address it starts an embedded local Ray;
+under ``ray job submit`` it joins that cluster. Everything that varies between methods sits behind the
+curriculum, strategy, reward and loss registries (launch/components.py).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from launch.config import ConfigError, RecipeConfig, load_recipe
+
+
+class StepTimer:
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+        self.t0 = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        yield
+        self.times[f"time/{name}"] = self.times.get(f"time/{name}", 0.0) + time.perf_counter() - t
+
+    def metrics(self, reward_s: float) -> dict[str, float]:
+        out = dict(self.times)
+        out["time/reward"] = reward_s
+        out["time/generate"] = out.pop("time/rollout", 0.0) - reward_s  # rollout time minus scoring
+        out["time/step"] = time.perf_counter() - self.t0
+        return out
+
+
+def train(cfg: RecipeConfig) -> dict[str, float]:
+    from launch.checkpoint import CheckpointManager
+    from launch.evaluate import evaluate
+    from launch.metrics_log import MetricsLogger
+    from launch.setup import build_run
+
+    run = build_run(cfg)
+    ckpt = CheckpointManager(cfg.output_dir, cfg.checkpoint.keep_last, cfg.checkpoint.save_optimizer)
+    start = 0
+    if cfg.resume and (path := ckpt.latest()) is not None:
+        state = ckpt.load_state(path)
+        run.learners.load(str(path))
+        run.curriculum.load_state_dict(state["curriculum"])
+        run.strategy.load_state_dict(state["strategy"])
+        run.generator.sync_weights(run.learners)
+        start = state["step"]
+        print(f"resumed from {path} at step {start}", flush=True)
+    log = MetricsLogger(
+        cfg.output_dir,
+        cfg.total_steps,
+        start,
+        cfg.logging.tensorboard,
+        cfg.logging.wandb,
+        cfg.logging.wandb_project,
+        cfg.logging.progress,
+    )
+    last: dict[str, float] = {}
+    try:
+        for step in range(start, cfg.total_steps):
+            timer = StepTimer()
+            with timer("rollout"):
+                requests = run.curriculum.next_batch(step)  # which prompts, how many samples each
+                batch = run.strategy.rollout(
+                    requests, run.generator, run.scorer
+                )  # generate + score, ≥1 rounds
+            metrics = {**batch.metrics, **run.curriculum.observe(batch)}  # Beta counts, hint rates, ...
+            train_batch = run.strategy.make_train_batch(batch)  # advantages, loss terms
+            with timer("learner"):
+                metrics |= run.learners.train(train_batch, run.pad_id)  # DeepSpeed step(s) on every rank
+            with timer("weight_sync"):
+                metrics |= run.generator.sync_weights(run.learners)  # push + verify new weights
+            if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
+                metrics |= evaluate(run, cfg.eval.num_prompts)
+            if cfg.checkpoint.every and (step + 1) % cfg.checkpoint.every == 0:
+                ckpt.save(step + 1, run.learners, run.loop_state())
+            metrics |= train_batch.metrics | timer.metrics(batch.metrics.get("reward_time_s", 0.0))
+            log.log(step, metrics)
+            last = metrics
+        if cfg.eval.num_prompts > 0 and not (cfg.eval.every and cfg.total_steps % cfg.eval.every == 0):
+            last |= evaluate(run, cfg.eval.num_prompts)
+            log.log(cfg.total_steps - 1, {k: v for k, v in last.items() if k.startswith("eval/")})
+        if cfg.total_steps > start and not (
+            cfg.checkpoint.every and cfg.total_steps % cfg.checkpoint.every == 0
+        ):
+            ckpt.save(cfg.total_steps, run.learners, run.loop_state())
+    finally:
+        log.close()
+        run.close()
+    return last
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    recipe, overrides = (argv[0], argv[1:]) if "=" not in argv[0] else (None, argv)
+    try:
+        cfg = load_recipe(recipe, overrides)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    train(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Reward plugins: the registry of built-in rewards and the resolver for ``rewards.functions[].name``.
+
+A reward plugin is a plain function (the contract of TRL's reward functions)::
+
+    fn(prompts: list[str], completions: list[str], **columns) -> list[float | None]
+
+- ``prompts[i]`` is the problem text (before any chat template), ``completions[i]`` the model's reply.
+- ``columns`` are the dataset columns as lists aligned with the batch: always ``answer`` (the reference
+  answer, ``None`` where the row has none) plus every key of ``Prompt.columns``; then the recipe's
+  ``kwargs`` for this function (plain values, not lists). Accept ``**kwargs`` to ignore the rest.
+- Return one value per completion: a number (``True``/``False`` count as 1/0), or ``None`` for
+  "no reward signal" (the sample is left out of the loss). NaN, a wrong length or a non-number is
+  treated as a plugin failure by :class:`rewards.scorer.RewardScorer`.
+
+Example, a plugin in ``my_rewards.py`` named as ``my_rewards.py:short`` in a recipe:
+
+>>> def short(prompts, completions, max_chars=20, **columns):
+...     return [1.0 if len(c) <= max_chars else 0.0 for c in completions]
+>>> short(["What is 2 + 3?"], ["5", "It is five, because two plus three is five."], answer=["5", "5"])
+[1.0, 0.0]
+
+``resolve_reward(spec)`` accepts a registered name (``math``, ``format``), an import path
+``pkg.mod:fn`` or a file path ``path/to/file.py:fn`` (relative to the current directory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RewardFn = Callable[..., list[float | None]]
+
+REWARDS: dict[str, RewardFn] = {}
+
+
+class RewardPluginError(ValueError):
+    """A reward spec that cannot be resolved; the message is one line naming the spec and the problem."""
+
+
+def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
+    """Decorator: register ``fn`` as the built-in reward ``name``."""
+
+    def deco(fn: RewardFn) -> RewardFn:
+        if name in REWARDS and REWARDS[name] is not fn:
+            raise ValueError(f"reward {name!r} is already registered ({REWARDS[name].__module__})")
+        REWARDS[name] = fn
+        return fn
+
+    return deco
+
+
+def _is_file_path(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or os.sep in target
+
+
+def _load_file_module(spec: str, target: str) -> Any:
+    path = Path(target).expanduser()
+    if not path.is_absolute():
+        path = Path.cwd() / path
+    path = path.resolve()
+    if not path.is_file():
+        raise RewardPluginError(f"reward plugin {spec!r}: file not found ({path})")
+    # A stable, unique module name per file so the module is executed once per process and
+    # pickling/dataclasses inside the plugin can find it in sys.modules.
+    mod_name = f"_forge_reward_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    mspec = importlib.util.spec_from_file_location(mod_name, path)
+    if mspec is None or mspec.loader is None:
+        raise RewardPluginError(f"reward plugin {spec!r}: cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(mspec)
+    sys.modules[mod_name] = module
+    try:
+        mspec.loader.exec_module(module)
+    except Exception as e:
+        del sys.modules[mod_name]
+        raise RewardPluginError(
+            f"reward plugin {spec!r}: importing {path} failed: {type(e).__name__}: {e}"
+        ) from e
+    return module
+
+
+def resolve_reward(spec: str) -> RewardFn:
+    """The reward function for a registered name, ``pkg.mod:fn`` or ``path/to/file.py:fn``."""
+    if spec in REWARDS:
+        return REWARDS[spec]
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise RewardPluginError(
+            f"reward plugin {spec!r}: not a registered reward (registered: {', '.join(sorted(REWARDS))}) "
+            "nor an import path pkg.mod:fn or path/to/file.py:fn"
+        )
+    if _is_file_path(target):
+        module = _load_file_module(spec, target)
+        where = f"file {target!r}"
+    else:
+        try:
+            module = importlib.import_module(target)
+        except Exception as e:
+            raise RewardPluginError(
+                f"reward plugin {spec!r}: cannot import module {target!r}: {type(e).__name__}: {e}"
+            ) from e
+        where = f"module {target!r}"
+    if not hasattr(module, attr):
+        raise RewardPluginError(f"reward plugin {spec!r}: {where} has no attribute {attr!r}")
+    fn = getattr(module, attr)
+    if not callable(fn):
+        raise RewardPluginError(f"reward plugin {spec!r}: {attr!r} is not callable ({type(fn).__name__})")
+    return fn
+
+
+def reward_key(spec: str) -> str:
+    """Short name of a spec for metrics and ``Sample.reward_details``: the registered name or the function name."""
+    return spec if spec in REWARDS or ":" not in spec else spec.rpartition(":")[2]
+
+
+# Built-ins register themselves on import; they import their heavy dependencies (math_verify)
+# inside the functions, so this stays cheap. Imported last: they import register_reward from here.
+from rewards import format as _format  # noqa: E402, F401
+from rewards import math as _math  # noqa: E402, F401

