@@ -31,8 +31,11 @@ _MODELS: dict[str, ModelEntry] = {}
 MODEL_MODULES: list[str] = [
     # issue 4: clustering and graph-transformer components
     "graph_rec.clustering.runner",
+    "graph_rec.transformer.runner",
     # issue 5: hyperbolic recommendation and CTR
     "graph_rec.recsys.runners",
+    "graph_rec.recsys.cross_runners",
+    "graph_rec.ctr.runners",
 ]
 
 

@@ -13,8 +13,8 @@ from functools import lru_cache
 from typing import Any
 
 # Strategy and curriculum modules register themselves on import. Add a method's module here.
-STRATEGY_MODULES = ["rollout.strategies.grpo"]
-CURRICULUM_MODULES = ["curricula.uniform"]
+STRATEGY_MODULES = ["rollout.strategies.grpo", "rollout.strategies.seele"]
+CURRICULUM_MODULES = ["curricula.uniform", "curricula.cures"]
 
 # Engines by name → "module:Class" (imported lazily inside the rollout actor).
 ENGINES = {

@@ -189,9 +189,8 @@ class RewardScorer:
             except FutureTimeout:
                 self._kill_pool()
                 raise TimeoutError(f"reward worker did not start within {_WARMUP_TIMEOUT_S:g} s") from None
-            except (
-                Exception
-            ) as e:  # e.g. a plugin import error: reported again, per plugin, by the real calls
+            except Exception as e:
+                # e.g. a plugin import error: reported again, per plugin, by the real calls
                 log.warning("reward worker warm-up failed: %s: %s", type(e).__name__, e)
         assert self._pool is not None
         return self._pool
@@ -212,8 +211,9 @@ class RewardScorer:
         """The plugin's raw output; raises on error or timeout."""
         if self.isolation == "inline":
             return self._fns[plugin.spec](prompts, completions, **kwargs)
-        future = self._get_pool().submit(_call, plugin.spec, prompts, completions, kwargs)
+        pool = self._get_pool()
         try:
+            future = pool.submit(_call, plugin.spec, prompts, completions, kwargs)
             return future.result(timeout=self.timeout_s)
         except FutureTimeout:
             self._kill_pool()

@@ -297,6 +297,13 @@ class Learner:
             return None, None
         return save(sd), probe
 
+    def run(self, fn_path: str, *args: Any, **kwargs: Any) -> Any:
+        """Run ``module:function(learner, *args, **kwargs)`` on this rank: the hook that method-specific
+        estimators use (e.g. CurES's per-sample gradient norms) without growing this class."""
+        from launch.components import import_object
+
+        return import_object(fn_path)(self, *args, **kwargs)
+
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str, save_optimizer: bool = True) -> None:
         """Write ``path/model`` (HF safetensors, rank 0) and ``path/deepspeed`` (optimizer shards). Collective."""

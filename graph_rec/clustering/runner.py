@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from graph_rec.clustering.config import GraphLearnerConfig, config_path, load_config
 from graph_rec.clustering.preprocess import prepare_inputs
@@ -28,6 +29,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--objective", choices=["adversarial", "joint"], default=None)
     p.add_argument("--eval-every", type=int, default=None, help="k-means evaluation period; 0 = final only")
+    p.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast for the forward pass")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
 
 
@@ -37,6 +39,7 @@ def resolve_config(args: argparse.Namespace, num_features: int, num_classes: int
         "epochs": args.epochs,
         "objective": args.objective,
         "eval_every": args.eval_every,
+        "bf16": getattr(args, "bf16", None),
     }
     path = args.config or config_path(str(args.dataset))
     if args.config or path.is_file():
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     graph = load_graph(args.dataset, args.data_root)
     cfg = resolve_config(args, graph.num_features, graph.num_classes)
-    inputs = prepare_inputs(graph, cfg.pca_dim, cfg.smooth_steps)
+    with threadpool_limits(args.threads):
+        inputs = prepare_inputs(graph, cfg.pca_dim, cfg.smooth_steps)
     results = []
     for seed in range(args.seed, args.seed + cfg.seeds):
         r = train_seed(inputs, graph.labels, cfg, seed)

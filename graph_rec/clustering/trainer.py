@@ -100,8 +100,9 @@ def train_seed(inp: ClusteringInputs, labels: np.ndarray, cfg: GraphLearnerConfi
     best_epoch, history, eval_seconds = -1, [], 0.0
     start = time.perf_counter()
     for epoch in range(cfg.epochs):
-        views = model(inp, multiplier)
-        losses = Losses(info_nce(views.f1, views.f2, cfg.temperature), augmentation_loss(inp, views), cfg.alpha)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            views = model(inp, multiplier)
+            losses = Losses(info_nce(views.f1, views.f2, cfg.temperature), augmentation_loss(inp, views), cfg.alpha)
         for opt in optimisers:
             opt.zero_grad(set_to_none=True)
         backward(cfg.objective, losses, enc_params, aug_params)
@@ -127,7 +128,7 @@ def train_seed(inp: ClusteringInputs, labels: np.ndarray, cfg: GraphLearnerConfi
 
 @torch.no_grad()
 def refine_step(inp: ClusteringInputs, views: Views, cfg: GraphLearnerConfig, km_seed: int) -> torch.Tensor:
-    f1, f2 = views.f1.detach(), views.f2.detach()
+    f1, f2 = views.f1.detach().float(), views.f2.detach().float()
     z = (f1 + f2) / 2
     pred, centers = kmeans(z.numpy(), cfg.n_clusters, cfg.monitor_n_init, km_seed)
     conf = confidence(z, torch.from_numpy(centers))

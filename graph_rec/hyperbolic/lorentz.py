@@ -19,6 +19,7 @@ isometry (a test checks this against geoopt's PoincareBall).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from geoopt.manifolds.lorentz import math as gm
 
 __all__ = [
@@ -82,7 +83,7 @@ def project(x: torch.Tensor, k: float | torch.Tensor) -> torch.Tensor:
 
 def lift(v: torch.Tensor) -> torch.Tensor:
     """Euclidean d-vector -> tangent vector at the origin ((d+1)-vector with zero time coordinate)."""
-    return torch.cat([torch.zeros_like(v[..., :1]), v], dim=-1)
+    return F.pad(v, (1, 0))
 
 
 def _clip_tangent(u: torch.Tensor, kk: torch.Tensor) -> torch.Tensor:
@@ -150,15 +151,17 @@ def sqdist(x: torch.Tensor, y: torch.Tensor, k: float | torch.Tensor) -> torch.T
     return dist(x, y, k).pow(2)
 
 
+def _plus_origin(y: torch.Tensor, sk: torch.Tensor) -> torch.Tensor:
+    return torch.cat([y[..., :1] + sk, y[..., 1:]], dim=-1)
+
+
 def transp0(y: torch.Tensor, v: torch.Tensor, k: float | torch.Tensor) -> torch.Tensor:
     """Parallel transport of v (tangent at o) to T_y (closed form, no log map; finite when y = o)."""
     kk = as_k(k, y)
     sk = kk.sqrt()
     # PT_{o->y}(v) = v + <y, v>_L / (K + sqrt(K) y_0) * (o + y)   (v has v_0 = 0 so <o, v>_L = 0).
     coef = inner(y, v, keepdim=True) / (kk + sk * y[..., :1])
-    o = torch.zeros_like(y)
-    o[..., 0] = sk
-    return v + coef * (o + y)
+    return v + coef * _plus_origin(y, sk)
 
 
 def transp0back(x: torch.Tensor, v: torch.Tensor, k: float | torch.Tensor) -> torch.Tensor:
@@ -167,9 +170,7 @@ def transp0back(x: torch.Tensor, v: torch.Tensor, k: float | torch.Tensor) -> to
     sk = kk.sqrt()
     # PT_{x->o}(v) = v + <o, v>_L / (K - <x, o>_L) * (x + o), with <o, v>_L = -sqrt(K) v_0.
     coef = sk * v[..., :1] / (kk + sk * x[..., :1])
-    o = torch.zeros_like(x)
-    o[..., 0] = sk
-    return v - coef * (o + x)
+    return v - coef * _plus_origin(x, sk)
 
 
 def mobius_add(x: torch.Tensor, y: torch.Tensor, k: float | torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_info_score
+from threadpoolctl import threadpool_limits
 
 
 def contingency(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -59,7 +60,10 @@ def kmeans(
 ) -> tuple[np.ndarray, np.ndarray]:
     """k-means with ``n_init`` restarts (best inertia kept); returns (labels [n], centers [k, d])."""
     km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed)
-    labels = km.fit_predict(np.asarray(embeddings, dtype=np.float64))
+    # One BLAS/OpenMP thread: at these sizes more threads gain little, and on a shared, oversubscribed
+    # machine OpenMP spin-waiting made k-means 5x slower.
+    with threadpool_limits(1):
+        labels = km.fit_predict(np.asarray(embeddings, dtype=np.float64))
     return labels.astype(np.int64), km.cluster_centers_.astype(np.float32)
 
 

@@ -207,4 +207,6 @@ def norm_adj(train: sp.csr_matrix) -> torch.Tensor:
     a = (sp.diags(inv) @ a @ sp.diags(inv)).tocoo()
     assert a.shape == (n_users + n_items, n_users + n_items)
     idx = torch.from_numpy(np.vstack([a.row, a.col]).astype(np.int64))
-    return torch.sparse_coo_tensor(idx, torch.from_numpy(a.data.astype(np.float32)), a.shape).coalesce()
+    return torch.sparse_coo_tensor(
+        idx, torch.from_numpy(a.data.astype(np.float32)), a.shape, check_invariants=False
+    ).coalesce()

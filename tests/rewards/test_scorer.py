@@ -35,6 +35,10 @@ def arr(prompts, completions, **columns):
     import numpy as np
     return np.array([True] * len(completions))
 
+def crash(prompts, completions, **columns):
+    import os
+    os._exit(3)
+
 def hang(prompts, completions, seconds=30, **columns):
     time.sleep(seconds)
     return [1.0] * len(completions)
@@ -141,6 +145,15 @@ def test_process_isolation_raising_plugin(plugins: str) -> None:
         samples = _samples(["\\boxed{5}"])
         m = scorer.score(samples)
         assert m["reward_failures"] == 1 and samples[0].reward is None and samples[0].correct is True
+
+
+def test_process_isolation_worker_crash(plugins: str) -> None:
+    with RewardScorer([RewardSpec("format"), RewardSpec(f"{plugins}:crash")], timeout_s=30) as scorer:
+        samples = _samples(["\\boxed{5}"])
+        assert scorer.score(samples)["reward_failures"] == 1 and samples[0].reward is None
+        scorer.plugins.pop()  # without the crashing plugin a fresh worker scores again
+        samples = _samples(["\\boxed{5}"])
+        assert scorer.score(samples)["reward_failures"] == 0 and samples[0].reward == 1.0
 
 
 def test_unknown_plugin_fails_at_construction() -> None:

@@ -1,0 +1,73 @@
+"""Heterogeneous neighbourhood sampling around a target (user, item) pair, vectorised over a batch.
+
+Tokens, in order: [u, i, n1 one-hop neighbours of u, n2 two-hop of u, n1 one-hop of i, n2 two-hop of i].
+Neighbours are drawn uniformly with replacement (duplicates are possible and harmless); a two-hop slot picks
+one of the sampled one-hop nodes and then one of its neighbours. The other target is never a neighbour of
+either side — otherwise a training click's own u–i edge would reveal its label — and the two-hop sets also
+drop the side's own centre. Missing slots (low degree) are padding, marked invalid. The induced-subgraph
+adjacency among the tokens is looked up in the HIN's sorted edge keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from graph_rec.ctr.hin import HIN
+
+ROLES = ("target_user", "target_item", "user_1hop", "user_2hop", "item_1hop", "item_2hop")
+
+
+@dataclass
+class Neighbourhood:
+    nodes: torch.Tensor  # (B, T) long; padding slots hold pad_id = n_nodes
+    valid: torch.Tensor  # (B, T) bool
+    side: torch.Tensor  # (T,) long: 0 = user's neighbourhood (incl. u), 1 = item's (incl. i)
+    role: torch.Tensor  # (T,) long index into ROLES
+    adj: torch.Tensor  # (B, T, T) bool, induced-subgraph edges between valid tokens (no self-loops)
+
+
+class NeighbourSampler:
+    def __init__(self, hin: HIN, n1: int = 6, n2: int = 6) -> None:
+        self.n1, self.n2, self.n_nodes = n1, n2, hin.n_nodes
+        self.indptr = torch.from_numpy(hin.indptr)
+        self.indices = torch.from_numpy(hin.indices)
+        src = torch.repeat_interleave(torch.arange(hin.n_nodes), self.indptr.diff())
+        self.keys = src * hin.n_nodes + self.indices  # sorted: CSR rows in order, sorted columns
+        self.role = torch.tensor([0, 1] + [2] * n1 + [3] * n2 + [4] * n1 + [5] * n2)
+        self.side = torch.tensor([0, 1] + [0] * (n1 + n2) + [1] * (n1 + n2))
+
+    def _draw(self, centres: torch.Tensor, ok: torch.Tensor, k: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """k uniform neighbours of each centre (B,) -> nodes (B, k), valid (B, k)."""
+        start = self.indptr[centres]
+        deg = self.indptr[centres + 1] - start
+        off = (torch.rand(len(centres), k, generator=g) * deg.clamp_min(1).unsqueeze(1)).long()
+        nodes = self.indices[(start.unsqueeze(1) + off).clamp(max=len(self.indices) - 1)]
+        return nodes, ok.unsqueeze(1) & (deg > 0).unsqueeze(1)
+
+    def _side(
+        self, centre: torch.Tensor, other: torch.Tensor, g: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        b = len(centre)
+        one, v1 = self._draw(centre, torch.ones(b, dtype=torch.bool), self.n1, g)
+        v1 = v1 & (one != other.unsqueeze(1))
+        pick = torch.randint(0, self.n1, (b, self.n2), generator=g)
+        mid, mid_ok = one.gather(1, pick), v1.gather(1, pick)
+        two, v2 = self._draw(mid.reshape(-1), mid_ok.reshape(-1), 1, g)
+        two, v2 = two.view(b, self.n2), v2.view(b, self.n2)
+        v2 = v2 & (two != other.unsqueeze(1)) & (two != centre.unsqueeze(1))
+        return torch.cat([one, two], 1), torch.cat([v1, v2], 1)
+
+    def sample(self, users: torch.Tensor, items: torch.Tensor, g: torch.Generator | None = None) -> Neighbourhood:
+        g = g or torch.default_generator
+        un, uv = self._side(users, items, g)
+        inb, iv = self._side(items, users, g)
+        t = torch.ones(len(users), 1, dtype=torch.bool)
+        nodes = torch.cat([users[:, None], items[:, None], un, inb], 1)
+        valid = torch.cat([t, t, uv, iv], 1)
+        nodes = torch.where(valid, nodes, torch.full_like(nodes, self.n_nodes))
+        key = nodes.unsqueeze(2) * self.n_nodes + nodes.unsqueeze(1)
+        pos = torch.searchsorted(self.keys, key.reshape(-1)).clamp(max=len(self.keys) - 1).view_as(key)
+        adj = (self.keys[pos] == key) & valid.unsqueeze(2) & valid.unsqueeze(1)
+        return Neighbourhood(nodes, valid, self.side, self.role, adj)
