@@ -82,7 +82,5 @@ def structure_mse(edge_index: torch.Tensor, weights: torch.Tensor, n: int) -> to
     """
     row, col = edge_index
     off = row != col
-    diag = torch.ones(n, dtype=weights.dtype, device=weights.device).index_add_(
-        0, row[~off], weights[~off]
-    )
+    diag = torch.ones(n, dtype=weights.dtype, device=weights.device).index_add_(0, row[~off], weights[~off])
     return (((weights[off] - 1.0) ** 2).sum() + (diag**2).sum()) / (n * n)

@@ -102,7 +102,9 @@ def train_seed(inp: ClusteringInputs, labels: np.ndarray, cfg: GraphLearnerConfi
     for epoch in range(cfg.epochs):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             views = model(inp, multiplier)
-            losses = Losses(info_nce(views.f1, views.f2, cfg.temperature), augmentation_loss(inp, views), cfg.alpha)
+            losses = Losses(
+                info_nce(views.f1, views.f2, cfg.temperature), augmentation_loss(inp, views), cfg.alpha
+            )
         for opt in optimisers:
             opt.zero_grad(set_to_none=True)
         backward(cfg.objective, losses, enc_params, aug_params)
@@ -114,7 +116,9 @@ def train_seed(inp: ClusteringInputs, labels: np.ndarray, cfg: GraphLearnerConfi
             eval_seconds += time.perf_counter() - t0
         if cfg.eval_every > 0 and epoch % cfg.eval_every == 0:
             t0 = time.perf_counter()
-            metrics = evaluate(model, inp, multiplier, labels, cfg.n_clusters, cfg.monitor_n_init, seed + epoch)
+            metrics = evaluate(
+                model, inp, multiplier, labels, cfg.n_clusters, cfg.monitor_n_init, seed + epoch
+            )
             history.append({"epoch": epoch, "loss_c": losses.contrastive.item(), **metrics})
             if metrics["acc"] >= best["acc"]:
                 best, best_epoch = metrics, epoch

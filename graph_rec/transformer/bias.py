@@ -61,7 +61,9 @@ class EdgePathBias(nn.Module):
 
     def forward(self, b: TokenBatch) -> torch.Tensor:
         if b.path_src is None or b.path_dst is None:
-            raise ValueError("edge_path bias needs path tensors: build the ego subgraphs with with_paths=True")
+            raise ValueError(
+                "edge_path bias needs path tensors: build the ego subgraphs with with_paths=True"
+            )
         length = b.path_src.shape[-1]
         valid = b.path_src >= 0  # [B, M, M, L]
         bucket = self.bucket[b.ids]  # [B, M]

@@ -40,5 +40,7 @@ class GNNLayer(nn.Module):
         out = self.drop(torch.relu(self.conv(x, edge_index))).view(b, m, d)
         return torch.cat([out, h.new_zeros(b, t - m, d)], 1) if t > m else out
 
-    def forward(self, h: torch.Tensor, attn_mask: torch.Tensor, edge_index: torch.Tensor, m: int) -> torch.Tensor:
+    def forward(
+        self, h: torch.Tensor, attn_mask: torch.Tensor, edge_index: torch.Tensor, m: int
+    ) -> torch.Tensor:
         return h + self.delta(h, edge_index, m)

@@ -58,7 +58,9 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -76,7 +78,9 @@ class TransformerLayer(nn.Module):
     def feed_forward(self, h: torch.Tensor) -> torch.Tensor:
         return h + self.drop(self.ffn(self.norm2(h)))
 
-    def forward(self, h: torch.Tensor, attn_mask: torch.Tensor, edge_index: torch.Tensor, m: int) -> torch.Tensor:
+    def forward(
+        self, h: torch.Tensor, attn_mask: torch.Tensor, edge_index: torch.Tensor, m: int
+    ) -> torch.Tensor:
         return self.feed_forward(h + self.attend(h, attn_mask))
 
 
@@ -88,7 +92,9 @@ class ParallelLayer(nn.Module):
         self.gnn = GNNLayer(gnn, dim, dropout)
         self.trf = TransformerLayer(dim, heads, dropout, attn_dropout)
 
-    def forward(self, h: torch.Tensor, attn_mask: torch.Tensor, edge_index: torch.Tensor, m: int) -> torch.Tensor:
+    def forward(
+        self, h: torch.Tensor, attn_mask: torch.Tensor, edge_index: torch.Tensor, m: int
+    ) -> torch.Tensor:
         return self.trf.feed_forward(h + self.trf.attend(h, attn_mask) + self.gnn.delta(h, edge_index, m))
 
 
@@ -122,7 +128,9 @@ class GraphTransformer(nn.Module):
             b for b in cfg.biases if b not in ATTENTION_BIASES
         ]
         if unknown:
-            raise KeyError(f"unknown components {unknown}; PEs {sorted(POSITIONAL_ENCODINGS)}, biases {sorted(ATTENTION_BIASES)}")
+            raise KeyError(
+                f"unknown components {unknown}; PEs {sorted(POSITIONAL_ENCODINGS)}, biases {sorted(ATTENTION_BIASES)}"
+            )
         self.cfg = cfg
         self.register_buffer("features", features)
         degree = np.asarray((adj > 0).sum(1)).ravel()

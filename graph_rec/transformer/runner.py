@@ -42,7 +42,9 @@ def row_normalised_features(g: AttributedGraph) -> torch.Tensor:
 
 
 @torch.no_grad()
-def accuracy(model: GraphTransformer, ego: EgoSubgraphs, idx: np.ndarray, y: torch.Tensor, chunk: int = 256) -> float:
+def accuracy(
+    model: GraphTransformer, ego: EgoSubgraphs, idx: np.ndarray, y: torch.Tensor, chunk: int = 256
+) -> float:
     model.eval()
     correct = 0
     for s in range(0, len(idx), chunk):
@@ -78,7 +80,9 @@ def train_one(
     return best_val, best_test
 
 
-@register_model("graph_transformer", help="graph-transformer component family, node classification", add_args=add_args)
+@register_model(
+    "graph_transformer", help="graph-transformer component family, node classification", add_args=add_args
+)
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     g = load_graph(args.dataset, args.data_root)

@@ -30,7 +30,9 @@ class EgoSubgraphs:
     max_dist: int
 
 
-def ego_nodes(adj: sp.csr_matrix, center: int, hops: int, max_nodes: int, rng: np.random.Generator) -> list[int]:
+def ego_nodes(
+    adj: sp.csr_matrix, center: int, hops: int, max_nodes: int, rng: np.random.Generator
+) -> list[int]:
     seen, frontier, order = {center}, [center], [center]
     for _ in range(hops):
         nxt = []

@@ -83,7 +83,9 @@ def test_refinement_masks_confident_disagreeing_edges() -> None:
     m = refinement_multiplier(ei, pred, high, f, f)
     assert m[0] == 0 and m[1] == 0  # 0 and 1 confident with different labels
     assert (m[2:] >= 0).all() and (m[2:] <= 1).all()
-    w = refined_weights(torch.tensor([[0, 1, 1, 2, 2], [1, 0, 2, 1, 2]]), torch.ones(5), torch.tensor([0.0, 1, 1, 1, 1]), 3)
+    w = refined_weights(
+        torch.tensor([[0, 1, 1, 2, 2], [1, 0, 2, 1, 2]]), torch.ones(5), torch.tensor([0.0, 1, 1, 1, 1]), 3
+    )
     dense = _dense(torch.tensor([[0, 1, 1, 2, 2], [1, 0, 2, 1, 2]]), w, 3)
     torch.testing.assert_close(dense.sum(1)[1:], torch.ones(2))
     assert dense[0].sum() == 0  # node 0 has no self-loop entry to fall back on: row stays empty
@@ -148,8 +150,17 @@ def _blob_graph(folder: Path, n_per: int = 20, k: int = 3, seed: int = 0) -> Non
 
 
 def _args(dataset: str | Path, **kw: object) -> Namespace:
-    base = dict(dataset=str(dataset), data_root=None, seed=0, config=None, seeds=2, epochs=30,
-                objective=None, eval_every=10, threads=1)
+    base = dict(
+        dataset=str(dataset),
+        data_root=None,
+        seed=0,
+        config=None,
+        seeds=2,
+        epochs=30,
+        objective=None,
+        eval_every=10,
+        threads=1,
+    )
     base.update(kw)
     return Namespace(**base)
 
@@ -159,8 +170,20 @@ def test_smoke_run_on_synthetic_graph(tmp_path: Path, objective: str) -> None:
     _blob_graph(tmp_path / "blobs")
     # refinement after epoch 10 every 10 epochs exercises stage 2 in a 30-epoch run
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({"n_clusters": 3, "pca_dim": 16, "embed_dim": 32, "attr_hidden": 32,
-                               "refine_start": 10, "refine_every": 10, "lr_encoder": 1e-3, "final_n_init": 5}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "n_clusters": 3,
+                "pca_dim": 16,
+                "embed_dim": 32,
+                "attr_hidden": 32,
+                "refine_start": 10,
+                "refine_every": 10,
+                "lr_encoder": 1e-3,
+                "final_n_init": 5,
+            }
+        )
+    )
     out = run(_args(tmp_path / "blobs", config=str(cfg), objective=objective))
     assert out["seeds"] == 2 and out["objective"] == objective
     for key in ("best_acc_mean", "best_nmi_mean", "last_ari_mean", "last_f1_std"):
@@ -173,7 +196,24 @@ def test_smoke_run_bat_cli(tmp_path: Path) -> None:
     from graph_rec.__main__ import main
 
     out = tmp_path / "bat.json"
-    assert main(["train", "graphlearner", "--dataset", "bat", "--seeds", "1", "--epochs", "20",
-                 "--threads", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "graphlearner",
+                "--dataset",
+                "bat",
+                "--seeds",
+                "1",
+                "--epochs",
+                "20",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(out.read_text())
     assert metrics["dataset"] == "bat" and 0 <= metrics["best_acc_mean"] <= 100

@@ -10,7 +10,13 @@ import torch
 
 from graph_rec.transformer.batch import make_batch
 from graph_rec.transformer.bias import ATTENTION_MASKS, EdgePathBias, HopBias, SPDBias
-from graph_rec.transformer.encodings import DegreePE, build_laplacian, build_svd, laplacian_eigvecs, svd_features
+from graph_rec.transformer.encodings import (
+    DegreePE,
+    build_laplacian,
+    build_svd,
+    laplacian_eigvecs,
+    svd_features,
+)
 from graph_rec.transformer.model import GraphTransformer, GTConfig
 from graph_rec.transformer.presets import PRESETS
 from graph_rec.transformer.sampling import build_ego_subgraphs, ego_nodes
