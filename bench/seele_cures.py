@@ -127,12 +127,16 @@ def run_one(name: str, args: argparse.Namespace, root: Path) -> tuple[list[dict]
     from launch.train import train
 
     out = root / name
-    cfg = load_recipe(None, common(args, out) + RUNS[name])
-    t0 = time.perf_counter()
-    train(cfg)
-    wall = time.perf_counter() - t0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return rows, wall
+    metrics, wall_file = out / "metrics.jsonl", out / "wall_s.txt"
+    if not (args.reuse and wall_file.is_file()):
+        if metrics.exists():
+            metrics.unlink()  # the logger appends
+        cfg = load_recipe(None, common(args, out) + RUNS[name])
+        t0 = time.perf_counter()
+        train(cfg)
+        wall_file.write_text(f"{time.perf_counter() - t0:.1f}\n")
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    return rows, float(wall_file.read_text())
 
 
 def summarise(name: str, rows: list[dict], wall: float) -> dict:
@@ -179,6 +183,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", default="grpo,seele,cures")
     ap.add_argument("--out", default=None, help="output folder (default: a temporary one)")
+    ap.add_argument("--reuse", action="store_true", help="read runs already finished in --out instead of rerunning")
     args = ap.parse_args()
     if not DATA.is_file():
         write_arith_solutions()

@@ -207,6 +207,7 @@ class Learner:
             )
         mb = self.spec.micro_batch_size
         ok = True
+        step_loss: dict[str, float] = {}  # Σ over micro-batches = this optimizer step's loss per term
         for start in range(0, mini.num_rows, mb):
             idx = torch.arange(start, min(start + mb, mini.num_rows))
             micro = mini.select(idx)
@@ -225,8 +226,8 @@ class Learner:
                 )
                 value, metrics = get_loss(term.loss).fn(inp, term_dev, red)
                 total = total + term.weight * value
+                step_loss[term.loss] = step_loss.get(term.loss, 0.0) + value.item()
                 if mask.sum() > 0:
-                    add(f"loss/{term.loss}", value.item())
                     for k, v in metrics.items():
                         add(k, float(v))
                     if ent is not None and term.loss == "policy_gradient":
@@ -236,6 +237,8 @@ class Learner:
                 break
             self.engine.backward(total, scale_wrt_gas=False)
         if ok:
+            for name, v in step_loss.items():
+                add(f"loss/{name}", v)
             manual_gn = self._param_grad_norm()
             self.engine.step()
             gn = self.engine.get_global_grad_norm()

@@ -69,6 +69,7 @@ def row_normalise(edge_index: torch.Tensor, weights: torch.Tensor, n: int) -> to
 def propagate(edge_index: torch.Tensor, weights: torch.Tensor, x: torch.Tensor, steps: int) -> torch.Tensor:
     """G^steps x for the sparse matrix G given as (edge_index, weights)."""
     row, col = edge_index
+    x = x.to(weights.dtype)  # under bf16 autocast the features arrive in bf16, the weights in fp32
     for _ in range(steps):
         x = torch.zeros_like(x).index_add_(0, row, weights.unsqueeze(1) * x[col])
     return x

@@ -18,6 +18,8 @@ Departures from the paper:
 - ``advantage`` may name any registered estimator (null: ``algorithm.advantage``); the paper is dr_grpo.
 - The rate stored for the next visit is the fit to all m rounds of the step (one more inversion after
   the last round), so the last round's accuracy is not wasted.
+- Rewards read hint ⊕ response (``score_with_hint``), since the response continues the hint and the
+  final answer may straddle the cut; ``Sample.response_text`` keeps the generated text only.
 - The NLL term is normalised like the PG term (``algorithm.loss_norm``) over the hint tokens of all rows.
 """
 
@@ -48,6 +50,7 @@ class SeeleOptions:
     )
     advantage: str | None = "dr_grpo"  # estimator over all rounds of a problem; null: algorithm.advantage
     max_hint_rate: float = 1.0  # cap on p (1.0 = paper; lower it to keep the answer itself out of hints)
+    score_with_hint: bool = True  # rewards read hint ⊕ response (the response continues the hint's solution)
 
     def __post_init__(self) -> None:  # runs when the recipe loads, before any actor starts
         if self.rounds < 1:
@@ -144,7 +147,7 @@ class SeeleStrategy:
                 params=self.ctx.sampling,
                 meta=meta,
             )
-            score_parts.append((scorer.score(new), len(new)))
+            score_parts.append((self._score(new, scorer, hints), len(new)))
             accs = self._round_accuracy(new, len(prompts))
             for i, a in enumerate(accs):
                 if a is not None:
@@ -170,6 +173,24 @@ class SeeleStrategy:
         metrics.update(_merge_scores(score_parts, samples))
         metrics.update(rollout_metrics(samples))
         return RolloutBatch(samples, metrics)
+
+    def _score(self, samples: list[Sample], scorer: Scorer, hints: list[_Hint]) -> dict[str, float]:
+        """Score with the hint text in front of each response, then restore ``response_text``.
+
+        The response continues the reference solution, so a final answer may be split across hint and
+        response ("... The answer is 6" + "8"): the verifier must read both."""
+        if not self.options.score_with_hint:
+            return scorer.score(samples)
+        texts = [s.response_text for s in samples]
+        for s in samples:
+            n = s.meta["hint_len"]
+            hint = hints[s.meta["problem"]].ids[:n]
+            s.response_text = (self.ctx.tokenizer.decode(hint) if n else "") + s.response_text
+        try:
+            return scorer.score(samples)
+        finally:
+            for s, t in zip(samples, texts):
+                s.response_text = t
 
     @staticmethod
     def _round_accuracy(samples: list[Sample], n_prompts: int) -> list[float | None]:

@@ -165,8 +165,8 @@ def _args(dataset: str | Path, **kw: object) -> Namespace:
     return Namespace(**base)
 
 
-@pytest.mark.parametrize("objective", ["adversarial", "joint"])
-def test_smoke_run_on_synthetic_graph(tmp_path: Path, objective: str) -> None:
+@pytest.mark.parametrize(("objective", "bf16"), [("adversarial", False), ("joint", False), ("adversarial", True)])
+def test_smoke_run_on_synthetic_graph(tmp_path: Path, objective: str, bf16: bool) -> None:
     _blob_graph(tmp_path / "blobs")
     # refinement after epoch 10 every 10 epochs exercises stage 2 in a 30-epoch run
     cfg = tmp_path / "cfg.json"
@@ -184,7 +184,7 @@ def test_smoke_run_on_synthetic_graph(tmp_path: Path, objective: str) -> None:
             }
         )
     )
-    out = run(_args(tmp_path / "blobs", config=str(cfg), objective=objective))
+    out = run(_args(tmp_path / "blobs", config=str(cfg), objective=objective, bf16=bf16 or None))
     assert out["seeds"] == 2 and out["objective"] == objective
     for key in ("best_acc_mean", "best_nmi_mean", "last_ari_mean", "last_f1_std"):
         assert np.isfinite(out[key])

@@ -19,6 +19,9 @@ class CharTokenizer:
     pad_token_id: int = PAD
     eos_token_id: int = 1
 
+    def decode(self, ids):
+        return "".join(chr(i) for i in ids)
+
 
 class CharRenderer:
     """Prompt → "Q: <text>\nA: " as code points (one token per character)."""
@@ -57,16 +60,24 @@ class HintGenerator:
             pc = min(max(2.0 * frac - 0.6, 0.0), 1.0)
             comps = []
             for _ in range(r.n):
-                ans = SOLUTIONS[uid][1] if self.rng.random() < pc else "0"
+                # A right answer completes the solution (whatever of it the hint did not show).
+                ans = sol[len(hint) :] if self.rng.random() < pc else " 0"
+                ans = ans or " "
                 comps.append(Completion([ord(c) for c in ans] + [1], [-0.5] * (len(ans) + 1), "stop", ans))
             out.append(comps)
         return out
 
 
 class ExactScorer:
+    """Right when the text (hint ⊕ response) ends with the answer."""
+
+    def __init__(self):
+        self.seen = []
+
     def score(self, samples):
         for s in samples:
-            ok = s.response_text.strip() == s.prompt.answer
+            self.seen.append(s.response_text)
+            ok = s.response_text.strip().rstrip(".").endswith(s.prompt.answer)
             s.reward, s.correct = float(ok), ok
         return {"reward_mean": sum(s.reward for s in samples) / len(samples), "reward_time_s": 0.01}
 
@@ -186,3 +197,14 @@ def test_options_are_validated_when_the_recipe_loads():
 
     with pytest.raises(ValueError, match="target_accuracy"):
         load_recipe(None, ["strategy.name=seele", "strategy.options.target_accuracy=1.5"])
+
+
+def test_rewards_read_hint_and_response():
+    strat, scorer = make(SeeleOptions(rounds=1)), ExactScorer()
+    strat.load_state_dict({"hint_rate": {"a": 0.9, "b": 0.9}})
+    batch = strat.rollout(requests(2), HintGenerator(), scorer)
+    sol = SOLUTIONS["a"][2]
+    n = round(0.9 * len(sol))
+    a_texts = [t for t, s in zip(scorer.seen, batch.samples) if s.prompt.uid == "a"]
+    assert all(t.startswith(sol[:n]) for t in a_texts)  # the scorer saw the hint first ...
+    assert all(not s.response_text.startswith(sol[:n]) for s in batch.samples if s.prompt.uid == "a")  # ... restored
