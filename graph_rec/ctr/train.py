@@ -102,6 +102,6 @@ def fit_ctr(learner: nn.Module, train: Clicks, cfg: CTRFitConfig, seed: int) -> 
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total, steps = total + float(loss), steps + 1
+            total, steps = total + loss.item(), steps + 1
         cfg.log(f"epoch={epoch} loss={total / max(steps, 1):.4f}")
     return time.perf_counter() - t0

@@ -32,7 +32,7 @@ def _common(p: argparse.ArgumentParser, epochs: int, lr: float) -> None:
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--layers", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: the CPU is shared)")
 
 
 def run_cross(args: argparse.Namespace, build: CrossBuilder) -> dict[str, Any]:

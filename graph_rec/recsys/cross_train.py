@@ -53,7 +53,7 @@ def fit_cross(model: torch.nn.Module, pair: CrossDomainPair, cfg: FitConfig, see
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss)
+            total += loss.item()
         row = {"epoch": epoch, "loss": total / steps}
         result.history.append(row)
         cfg.log(f"epoch={epoch} loss={row['loss']:.4f}")

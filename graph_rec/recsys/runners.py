@@ -35,7 +35,7 @@ def add_common_args(p: argparse.ArgumentParser, epochs: int, lr: float) -> None:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--eval-every", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: the CPU is shared)")
 
 
 def run_single_domain(args: argparse.Namespace, build: ModelBuilder) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def run_single_domain(args: argparse.Namespace, build: ModelBuilder) -> dict[str
         data = load_split(args.dataset, args.data_root, core=args.core, seed=args.seed)
         model = build(args, data.n_users, data.n_items, norm_adj(data.train))
 
-        def validate(score):  # noqa: ANN001, ANN202 - a ScoreFn
+        def validate(score):
             return full_ranking(score, data.valid, exclude=[data.train], ks=(20,))
 
         res = fit(model, data.train, cfg, args.seed, validate)

@@ -117,7 +117,7 @@ def fit(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total, steps = total + float(loss), steps + 1
+            total, steps = total + loss.item(), steps + 1
         row: dict[str, float] = {"epoch": epoch, "loss": total / max(steps, 1)}
         if validate is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
             metrics = validate(score_fn(model))

@@ -44,7 +44,9 @@ def _learners(tiny_model, lr=5e-2):
     from trainer.group import LearnerGroup
     from trainer.learner import LearnerSpec
 
-    return LearnerGroup(LearnerSpec(model_path=tiny_model, dtype="float32", lr=lr, threads=1, micro_batch_size=4), 1)
+    return LearnerGroup(
+        LearnerSpec(model_path=tiny_model, dtype="float32", lr=lr, threads=1, micro_batch_size=4), 1
+    )
 
 
 def _push_batch(tok) -> TrainBatch:
@@ -93,7 +95,9 @@ def test_generate_sync_and_verify(engine, tiny_model, tok, ray_cluster):
 @pytest.mark.slow
 def test_silent_noop_sync_fails_loudly(tiny_model, tok, ray_cluster):
     spec = EngineSpec(tiny_model, "float32", max_model_len=256, kv_cache_gb=0.125, seed=0, threads=1)
-    gen = Generator("tests.support.noop_engine:NoopSyncVLLMEngine", spec, 1, SamplingParams(max_new_tokens=4), PROBE, 0.01)
+    gen = Generator(
+        "tests.support.noop_engine:NoopSyncVLLMEngine", spec, 1, SamplingParams(max_new_tokens=4), PROBE, 0.01
+    )
     learners = _learners(tiny_model)
     try:
         learners.train(_push_batch(tok), pad_id=0)

@@ -9,7 +9,10 @@ from trainer.batch import LossTerm, TrainBatch, collate
 
 
 def _batch(tok, nan: bool = False) -> TrainBatch:
-    prompts = [list(tok(f"<user>{a}+{b}\n<assistant>", add_special_tokens=False)["input_ids"]) for a, b in [(1, 2), (3, 4), (5, 6)]]
+    prompts = [
+        list(tok(f"<user>{a}+{b}\n<assistant>", add_special_tokens=False)["input_ids"])
+        for a, b in [(1, 2), (3, 4), (5, 6)]
+    ]
     resp = [list(tok(t, add_special_tokens=False)["input_ids"]) for t in ["3", "7!", "11"]]
     col = collate(prompts, resp, pad_id=0)
     adv = torch.tensor([1.0, -1.0, float("nan") if nan else 0.5])
@@ -39,8 +42,16 @@ def test_zero0_and_zero3_agree_train_save_load(tiny_model, ray_cluster, tmp_path
     probe = [5, 6, 7, 8, 9, 10]
     weights = {}
     for stage in (0, 3):
-        spec = LearnerSpec(model_path=tiny_model, dtype="float32", zero_stage=stage, lr=3e-3, micro_batch_size=1,
-                           need_ref=True, threads=1, grad_clip=1.0)
+        spec = LearnerSpec(
+            model_path=tiny_model,
+            dtype="float32",
+            zero_stage=stage,
+            lr=3e-3,
+            micro_batch_size=1,
+            need_ref=True,
+            threads=1,
+            grad_clip=1.0,
+        )
         group = LearnerGroup(spec, num_learners=2)
         try:
             losses = [group.train(_batch(tok), pad_id=0)["loss/nll"] for _ in range(4)]

@@ -27,8 +27,13 @@ def test_pg_on_policy_equals_minus_advantage_weighted():
 def test_pg_clipping_hand_computed():
     # ratio e^{0.5}=1.6487 > 1+0.2 with positive advantage: clipped at 1.2, no gradient through it
     inp = _inp([[0.0, 0.5]], old=[[0.0, 0.0]])
-    term = LossTerm("policy_gradient", 1.0, torch.tensor([[0.0, 1.0]]), {"advantages": torch.tensor([1.0])},
-                    {"clip_eps_low": 0.2, "clip_eps_high": 0.2})
+    term = LossTerm(
+        "policy_gradient",
+        1.0,
+        torch.tensor([[0.0, 1.0]]),
+        {"advantages": torch.tensor([1.0])},
+        {"clip_eps_low": 0.2, "clip_eps_high": 0.2},
+    )
     loss, m = get_loss("policy_gradient").fn(inp, term, Reducer("token", 1.0, 1.0))
     assert loss.item() == pytest.approx(-1.2)
     loss.backward()
@@ -43,8 +48,13 @@ def test_pg_clipping_hand_computed():
 
 def test_clip_higher_is_asymmetric():
     inp = _inp([[0.0, math.log(1.25)]], old=[[0.0, 0.0]])
-    term = LossTerm("policy_gradient", 1.0, torch.tensor([[0.0, 1.0]]), {"advantages": torch.tensor([1.0])},
-                    {"clip_eps_low": 0.2, "clip_eps_high": 0.28})
+    term = LossTerm(
+        "policy_gradient",
+        1.0,
+        torch.tensor([[0.0, 1.0]]),
+        {"advantages": torch.tensor([1.0])},
+        {"clip_eps_low": 0.2, "clip_eps_high": 0.28},
+    )
     loss, _ = get_loss("policy_gradient").fn(inp, term, Reducer("token", 1.0, 1.0))
     assert loss.item() == pytest.approx(-1.25)  # 1.25 < 1.28: not clipped
 
@@ -67,7 +77,9 @@ def test_nll_and_reducer_modes():
     fn = get_loss("nll").fn
     assert fn(inp, term, Reducer("token", 3.0, 2.0))[0].item() == pytest.approx(6.0 / 3)
     assert fn(inp, term, Reducer("sequence", 3.0, 2.0))[0].item() == pytest.approx((2.0 + 2.0) / 2)
-    assert fn(inp, term, Reducer("constant", 3.0, 2.0, constant=4.0))[0].item() == pytest.approx(6.0 / (2 * 4))
+    assert fn(inp, term, Reducer("constant", 3.0, 2.0, constant=4.0))[0].item() == pytest.approx(
+        6.0 / (2 * 4)
+    )
 
 
 def test_token_norm_over_microbatches_matches_full_batch():
@@ -78,7 +90,11 @@ def test_token_norm_over_microbatches_matches_full_batch():
     term = LossTerm("nll", 1.0, mask)
     full = get_loss("nll").fn(_inp(logp.tolist()), term, Reducer("token", float(mask.sum()), 4.0))[0]
     parts = sum(
-        get_loss("nll").fn(_inp(logp[i : i + 2].tolist()), term.select(torch.arange(i, i + 2)), Reducer("token", float(mask.sum()), 4.0))[0]
+        get_loss("nll").fn(
+            _inp(logp[i : i + 2].tolist()),
+            term.select(torch.arange(i, i + 2)),
+            Reducer("token", float(mask.sum()), 4.0),
+        )[0]
         for i in (0, 2)
     )
     assert parts.item() == pytest.approx(full.item(), rel=1e-6)
@@ -89,7 +105,9 @@ def test_collate_and_padding():
     assert col.input_ids.tolist() == [[1, 2, 4, 5, 6], [3, 7, 0, 0, 0]]
     assert col.response_mask.tolist() == [[0, 0, 1, 1, 1], [0, 1, 0, 0, 0]]
     assert col.engine_logprobs[0, 2:].tolist() == pytest.approx([-0.1, -0.2, -0.3])
-    batch = TrainBatch(col.input_ids, col.attention_mask, [LossTerm("nll", 1.0, col.response_mask, {"x": torch.ones(2)})])
+    batch = TrainBatch(
+        col.input_ids, col.attention_mask, [LossTerm("nll", 1.0, col.response_mask, {"x": torch.ones(2)})]
+    )
     padded = batch.pad_rows(4, pad_id=0)
     assert padded.num_rows == 4 and padded.terms[0].mask[2:].sum() == 0
     assert padded.terms[0].tensors["x"].tolist() == [1, 1, 0, 0]
