@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r = train_seed(inputs, graph.labels, cfg, seed)
         print(
             f"seed {seed}: best ACC {r.best['acc']:.2f} (epoch {r.best_epoch}) last ACC {r.last['acc']:.2f} "
-            f"train {r.train_seconds:.1f}s total {r.total_seconds:.1f}s",
+            f"train {r.train_seconds:.1f}s (cpu {r.train_cpu_seconds:.1f}s) total {r.total_seconds:.1f}s",
             flush=True,
         )
         results.append(r)
@@ -77,5 +77,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out["per_seed_best_acc"] = [round(r.best["acc"], 2) for r in results]
     out["train_seconds_per_seed"] = float(np.mean([r.train_seconds for r in results]))
     out["total_seconds_per_seed"] = float(np.mean([r.total_seconds for r in results]))
+    out["train_cpu_seconds_per_seed"] = float(np.mean([r.train_cpu_seconds for r in results]))
     out["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     return out

@@ -7,8 +7,8 @@ embeddings, and the complete graph; heads are split evenly across the masks. Rea
 mean(neighbours)] → MLP → logit; BCE plus the consistency regulariser λ · mean_s ‖h_s − h̄‖² over S
 neighbourhood samples (h = readout vector).
 
-Departures: the readout adds the product h_u ⊙ h_i (an explicit user–item interaction, which sped up
-learning on the synthetic HIN: AUC 0.62 → see tests); the kNN graph is computed once per forward from the layer-0 embeddings (no gradient through the
+Departures: the readout adds the product h_u ⊙ h_i (an explicit user–item interaction; on the synthetic
+HIN it raised test AUC from 0.62 to 0.63 after 6 epochs); the kNN graph is computed once per forward from the layer-0 embeddings (no gradient through the
 choice of neighbours); every mask includes self-loops so no query row is empty; one node table indexed by
 global id plus a type embedding stands in for type-specific tables (equivalent up to parametrisation).
 """

@@ -93,7 +93,9 @@ def build_amazon_hin(
         edges += [np.stack([item_nodes, dom_node], 1), np.stack([item_nodes, pop_node], 1)]
         attrs.append(np.stack([dom_node, pop_node], 1))
     n_nodes = pop0 + 20
-    node_type = np.concatenate([np.zeros(n_users), np.ones(na + nb), np.full(2, 2), np.full(20, 3)]).astype(np.int64)
+    node_type = np.concatenate([np.zeros(n_users), np.ones(na + nb), np.full(2, 2), np.full(20, 3)]).astype(
+        np.int64
+    )
     hin = make_hin(node_type, ("user", "item", "domain", "popularity"), np.concatenate(edges).astype(np.int64),
                    n_users, na + nb, np.concatenate(attrs).astype(np.int64))  # fmt: skip
     assert hin.n_nodes == n_nodes
@@ -109,5 +111,8 @@ def build_amazon_hin(
     te_u = np.repeat(t.users, te_i.shape[1])
     te_y = np.tile(np.r_[1.0, np.zeros(test_negs)], len(t.users)).astype(np.float32)
     return CTRData(
-        f"{pair.a.name}(+{pair.b.name})", hin, Clicks(tr_u, tr_i, tr_y), Clicks(te_u, te_i.reshape(-1) + off_a, te_y)
+        f"{pair.a.name}(+{pair.b.name})",
+        hin,
+        Clicks(tr_u, tr_i, tr_y),
+        Clicks(te_u, te_i.reshape(-1) + off_a, te_y),
     )

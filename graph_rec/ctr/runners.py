@@ -47,7 +47,9 @@ def run_ctr(args: argparse.Namespace, build: LearnerBuilder) -> dict[str, Any]:
     t0 = time.perf_counter()
     data = load_ctr(args)
     learner = build(args, data)
-    cfg = CTRFitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay)
+    cfg = CTRFitConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay
+    )
     train_s = fit_ctr(learner, data.train, cfg, args.seed)
     probs = predict_all(learner, data.test)
     out: dict[str, Any] = {"model": args.model, "dataset": data.name, "epochs": args.epochs}
@@ -98,6 +100,3 @@ def run_fm(args: argparse.Namespace) -> dict[str, Any]:
         return FMLearner(FM(hin.n_nodes, torch.from_numpy(hin.item_attrs), hin.item_offset, dim=a.dim))
 
     return run_ctr(args, build)
-
-
-

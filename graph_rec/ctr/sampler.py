@@ -19,7 +19,16 @@ import torch
 
 from graph_rec.ctr.hin import HIN
 
-ROLES = ("target_user", "target_item", "user_1hop", "user_2hop", "item_1hop", "item_2hop", "item_attr", "user_1hop_attr")
+ROLES = (
+    "target_user",
+    "target_item",
+    "user_1hop",
+    "user_2hop",
+    "item_1hop",
+    "item_2hop",
+    "item_attr",
+    "user_1hop_attr",
+)
 
 
 @dataclass
@@ -34,16 +43,24 @@ class Neighbourhood:
 class NeighbourSampler:
     def __init__(self, hin: HIN, n1: int = 6, n2: int = 6) -> None:
         self.n1, self.n2, self.n_nodes = n1, n2, hin.n_nodes
-        self.item_attrs, self.item_offset, self.n_items = torch.from_numpy(hin.item_attrs), hin.n_users, hin.n_items
+        self.item_attrs, self.item_offset, self.n_items = (
+            torch.from_numpy(hin.item_attrs),
+            hin.n_users,
+            hin.n_items,
+        )
         self.indptr = torch.from_numpy(hin.indptr)
         self.indices = torch.from_numpy(hin.indices)
         src = torch.repeat_interleave(torch.arange(hin.n_nodes), self.indptr.diff())
         self.keys = src * hin.n_nodes + self.indices  # sorted: CSR rows in order, sorted columns
         f = self.item_attrs.shape[1]
-        self.role = torch.tensor([0, 1] + [6] * f + [2] * n1 + [7] * (n1 * f) + [3] * n2 + [4] * n1 + [5] * n2)
+        self.role = torch.tensor(
+            [0, 1] + [6] * f + [2] * n1 + [7] * (n1 * f) + [3] * n2 + [4] * n1 + [5] * n2
+        )
         self.side = torch.tensor([0, 1] + [1] * f + [0] * (n1 + n1 * f + n2) + [1] * (n1 + n2))
 
-    def _draw(self, centres: torch.Tensor, ok: torch.Tensor, k: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _draw(
+        self, centres: torch.Tensor, ok: torch.Tensor, k: int, g: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """k uniform neighbours of each centre (B,) -> nodes (B, k), valid (B, k)."""
         start = self.indptr[centres]
         deg = self.indptr[centres + 1] - start
@@ -72,14 +89,18 @@ class NeighbourSampler:
         ok = is_item.unsqueeze(-1).expand_as(attrs)
         return attrs.flatten(1), ok.flatten(1)
 
-    def sample(self, users: torch.Tensor, items: torch.Tensor, g: torch.Generator | None = None) -> Neighbourhood:
+    def sample(
+        self, users: torch.Tensor, items: torch.Tensor, g: torch.Generator | None = None
+    ) -> Neighbourhood:
         g = g or torch.default_generator
         un, uv = self._side(users, items, g)
         inb, iv = self._side(items, users, g)
         t = torch.ones(len(users), 1, dtype=torch.bool)
         ia, iav = self._attrs(items[:, None], t)
         ua, uav = self._attrs(un[:, : self.n1], uv[:, : self.n1])
-        nodes = torch.cat([users[:, None], items[:, None], ia, un[:, : self.n1], ua, un[:, self.n1 :], inb], 1)
+        nodes = torch.cat(
+            [users[:, None], items[:, None], ia, un[:, : self.n1], ua, un[:, self.n1 :], inb], 1
+        )
         valid = torch.cat([t, t, iav, uv[:, : self.n1], uav, uv[:, self.n1 :], iv], 1)
         nodes = torch.where(valid, nodes, torch.full_like(nodes, self.n_nodes))
         key = nodes.unsqueeze(2) * self.n_nodes + nodes.unsqueeze(1)

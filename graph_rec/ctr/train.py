@@ -71,7 +71,10 @@ class CTRFitConfig:
 
 def ctr_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     probs = np.clip(probs, 1e-7, 1 - 1e-7)
-    return {"auc": float(roc_auc_score(labels, probs)), "logloss": float(log_loss(labels, probs, labels=[0, 1]))}
+    return {
+        "auc": float(roc_auc_score(labels, probs)),
+        "logloss": float(log_loss(labels, probs, labels=[0, 1])),
+    }
 
 
 @torch.no_grad()
@@ -97,7 +100,9 @@ def fit_ctr(learner: nn.Module, train: Clicks, cfg: CTRFitConfig, seed: int) -> 
         for s in range(0, len(order), cfg.batch_size):
             idx = order[s : s + cfg.batch_size]
             loss = learner.loss(
-                torch.from_numpy(train.users[idx]), torch.from_numpy(train.items[idx]), torch.from_numpy(train.labels[idx])
+                torch.from_numpy(train.users[idx]),
+                torch.from_numpy(train.items[idx]),
+                torch.from_numpy(train.labels[idx]),
             )
             opt.zero_grad()
             loss.backward()

@@ -51,7 +51,7 @@ def run_cross(args: argparse.Namespace, build: CrossBuilder) -> dict[str, Any]:
         train_seconds=round(res.train_seconds, 1), wall_seconds=round(time.perf_counter() - t0, 1),
     )  # fmt: skip
     if isinstance(model, HCTS):
-        out.update(curvature_a=float(model.enc["a"].k), curvature_b=float(model.enc["b"].k))
+        out.update(curvature_a=model.enc["a"].k.item(), curvature_b=model.enc["b"].k.item())
     return out
 
 
@@ -74,14 +74,23 @@ def _hcts_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cts-batch", type=int, default=1024, help="anchors per step in the contrastive terms")
 
 
-@register_model("hcts", "HCTS: hyperbolic contrastive cross-domain transfer (both domains of a pair)", _hcts_args)
+@register_model(
+    "hcts", "HCTS: hyperbolic contrastive cross-domain transfer (both domains of a pair)", _hcts_args
+)
 def run_hcts(args: argparse.Namespace) -> dict[str, Any]:
     return run_cross(
         args,
         lambda a, pair: HCTS(
-            **_graphs(pair), dim=a.dim, layers=a.layers, margin=a.margin, lambda_cts=a.lambda_cts, tau=a.tau,
-            n_neg=a.n_neg, lambda_norm=a.lambda_norm, cts_batch=a.cts_batch,
-        ),  # fmt: skip
+            **_graphs(pair),
+            dim=a.dim,
+            layers=a.layers,
+            margin=a.margin,
+            lambda_cts=a.lambda_cts,
+            tau=a.tau,
+            n_neg=a.n_neg,
+            lambda_norm=a.lambda_norm,
+            cts_batch=a.cts_batch,
+        ),
     )
 
 

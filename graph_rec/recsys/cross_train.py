@@ -34,7 +34,9 @@ class CrossRecommender(Protocol):
 
     def loss(self, reps: Any, batch: dict[str, Triples]) -> torch.Tensor: ...
 
-    def score(self, reps: Any, domain: str, users: torch.Tensor, items: torch.Tensor | None) -> torch.Tensor: ...
+    def score(
+        self, reps: Any, domain: str, users: torch.Tensor, items: torch.Tensor | None
+    ) -> torch.Tensor: ...
 
 
 def fit_cross(model: torch.nn.Module, pair: CrossDomainPair, cfg: FitConfig, seed: int) -> FitResult:

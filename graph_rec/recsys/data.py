@@ -177,7 +177,9 @@ def load_loo_domain(folder: Path, n_users: int | None = None, seed: int = 0) -> 
         test = read_pairs(folder / "test.txt")
         users, items = test[:, 0], test[:, 1:2]
         source = f"sampled(seed={seed})"
-    n_items = int(max(train[:, 1].max(), items.max(), read_pairs(folder / "test_original.txt")[:, 1].max())) + 1
+    n_items = (
+        int(max(train[:, 1].max(), items.max(), read_pairs(folder / "test_original.txt")[:, 1].max())) + 1
+    )
     n_users = n_users or int(max(train[:, 0].max(), users.max())) + 1
     train_csr = to_csr(train, n_users, n_items)
     if items.shape[1] == 1:

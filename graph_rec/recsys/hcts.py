@@ -85,7 +85,9 @@ class CsrSampler(nn.Module):
         return self.indices[(start + off).clamp(max=len(self.indices) - 1)], deg > 0
 
 
-def info_nce(anchor: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor, k: torch.Tensor, tau: float) -> torch.Tensor:
+def info_nce(
+    anchor: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor, k: torch.Tensor, tau: float
+) -> torch.Tensor:
     """anchor, pos: (B, d+1); negs: (B, n, d+1); logits −d²/τ, positive at index 0."""
     cands = torch.cat([pos.unsqueeze(1), negs], dim=1)
     logits = -L.sqdist(anchor.unsqueeze(1).expand_as(cands), cands, k) / tau
@@ -117,10 +119,14 @@ class HCTS(nn.Module):
         self.n_users, self.n_items = n_users, dict(zip("ab", n_items))
         self.margin, self.lambda_cts, self.tau, self.n_neg = margin, lambda_cts, tau, n_neg
         self.lambda_norm, self.cts_batch = lambda_norm, cts_batch
-        self.enc = nn.ModuleDict({d: DomainHGNN(n_users, n, a, dim, layers) for d, n, a in zip("ab", n_items, adjs)})
+        self.enc = nn.ModuleDict(
+            {d: DomainHGNN(n_users, n, a, dim, layers) for d, n, a in zip("ab", n_items, adjs)}
+        )
         self.pos = nn.ModuleDict({d: CsrSampler(m) for d, m in zip("ab", trains)})
         # four bridges: users and items, A→B and B→A
-        self.bridge = nn.ModuleDict({f"{e}_{s}{t}": ManifoldBridge(dim) for e in "ui" for s, t in ("ab", "ba")})
+        self.bridge = nn.ModuleDict(
+            {f"{e}_{s}{t}": ManifoldBridge(dim) for e in "ui" for s, t in ("ab", "ba")}
+        )
 
     def propagate(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         return {d: self.enc[d]() for d in "ab"}
@@ -158,7 +164,9 @@ class HCTS(nn.Module):
 
     def loss(self, reps: dict, batch: dict[str, Triples]) -> torch.Tensor:
         rec = sum(self._rec_loss(reps, d, batch[d]) for d in "ab")
-        cts = self._transfer_loss(reps, "a", "b", batch["a"]) + self._transfer_loss(reps, "b", "a", batch["b"])
+        cts = self._transfer_loss(reps, "a", "b", batch["a"]) + self._transfer_loss(
+            reps, "b", "a", batch["b"]
+        )
         reg = sum(self._norm_loss(reps, d, batch[d]) for d in "ab")
         return rec + self.lambda_cts * cts + self.lambda_norm * reg
 

@@ -69,7 +69,11 @@ class Hgformer(nn.Module):
         return out[: self.n_users], out[self.n_users :]
 
     def loss(
-        self, reps: tuple[torch.Tensor, torch.Tensor], users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+        self,
+        reps: tuple[torch.Tensor, torch.Tensor],
+        users: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor,
     ) -> torch.Tensor:
         u, it = reps
         d_pos = L.dist(u[users], it[pos], self.k)

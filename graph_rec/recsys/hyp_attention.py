@@ -85,7 +85,13 @@ class HypCrossAttention(nn.Module):
     """Multi-head Lorentz attention of one node set over another, with Möbius residual and centroid head merge."""
 
     def __init__(
-        self, dim: int, heads: int = 2, tau: float = 1.0, kind: str = "linear", n_features: int = 64, seed: int = 0
+        self,
+        dim: int,
+        heads: int = 2,
+        tau: float = 1.0,
+        kind: str = "linear",
+        n_features: int = 64,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if kind not in ATTENTION:

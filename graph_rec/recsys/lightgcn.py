@@ -31,13 +31,21 @@ class LightGCN(nn.Module):
         return out[: self.n_users], out[self.n_users :]
 
     def loss(
-        self, reps: tuple[torch.Tensor, torch.Tensor], users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+        self,
+        reps: tuple[torch.Tensor, torch.Tensor],
+        users: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor,
     ) -> torch.Tensor:
         u, it = reps
         su = (u[users] * it[pos]).sum(-1)
         sn = (u[users] * it[neg]).sum(-1)
         ego = self.emb.weight
-        l2 = ego[users].pow(2).sum() + ego[self.n_users + pos].pow(2).sum() + ego[self.n_users + neg].pow(2).sum()
+        l2 = (
+            ego[users].pow(2).sum()
+            + ego[self.n_users + pos].pow(2).sum()
+            + ego[self.n_users + neg].pow(2).sum()
+        )
         return -F.logsigmoid(su - sn).mean() + self.reg * l2 / (2 * len(users))
 
     def score(

@@ -54,7 +54,9 @@ def run_single_domain(args: argparse.Namespace, build: ModelBuilder) -> dict[str
 
         res = fit(model, data.train, cfg, args.seed, validate)
         test = full_ranking(score_fn(model), data.test, exclude=[data.train, data.valid])
-        out.update(best_epoch=res.best_epoch, valid_recall_at_20=res.best_valid.get("recall@20", float("nan")))
+        out.update(
+            best_epoch=res.best_epoch, valid_recall_at_20=res.best_valid.get("recall@20", float("nan"))
+        )
     else:
         dom = load_loo_domain(resolve_dataset(args.dataset, args.data_root), seed=args.seed)
         model = build(args, dom.n_users, dom.n_items, norm_adj(dom.train))

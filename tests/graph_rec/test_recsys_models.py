@@ -42,7 +42,9 @@ def _clustered(n_users: int = 60, n_items: int = 40, groups: int = 4, per_user: 
     return pairs[~test_mask], pairs[test_mask]
 
 
-def _attention_weights(q: torch.Tensor, k: torch.Tensor, omega: torch.Tensor | None, tau: float) -> torch.Tensor:
+def _attention_weights(
+    q: torch.Tensor, k: torch.Tensor, omega: torch.Tensor | None, tau: float
+) -> torch.Tensor:
     # the weights themselves: aggregate one-hot "values"
     eye = torch.eye(len(k), dtype=q.dtype)
     if omega is None:
@@ -153,7 +155,7 @@ def test_hcts_bridge_maps_between_curvatures() -> None:
         m.enc["b"].raw_k.fill_(math.log(math.expm1(2.5)))
     ua, _ = m.enc["a"]()
     mapped = m.bridge["u_ab"](ua, m.enc["a"].k, m.enc["b"].k)
-    kb = float(m.enc["b"].k)
+    kb = m.enc["b"].k.item()
     assert torch.allclose(L.inner(mapped, mapped), torch.full((60,), -kb), rtol=1e-4)
     # identity W and zero bias: the map preserves tangent vectors at the origin (only the curvature changes)
     torch.testing.assert_close(L.logmap0(mapped, kb), L.logmap0(ua, m.enc["a"].k), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,144 @@
+"""Results table for graph_rec's recommendation and CTR models (issue 5).
+
+    python bench/graph_rec_recsys.py [--quick] [--out graph_rec/RESULTS_recsys_table.md]
+
+Runs every ``python -m graph_rec train ...`` command below in sequence (one CPU thread each), saves each
+run's metrics JSON under runs/graph_rec/bench/, and prints a markdown table per task with wall times.
+Epoch counts are sized for a shared 2-core CPU, far below the papers' (see graph_rec/RESULTS_recsys.md).
+``--only NAME`` reruns one row (by its label) and re-renders the tables from the saved JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OUT_DIR = Path("runs/graph_rec/bench")
+
+SPLIT = "--dataset amazon_cdr/electronic_phone --protocol split --epochs 10 --eval-every 2 --batch-size 4096"
+CROSS = "--epochs 8 --batch-size 8192"
+CTR_AMAZON = "--dataset amazon_cdr/phone_electronic"
+
+# label -> CLI arguments after `python -m graph_rec train`
+RUNS: dict[str, str] = {
+    "split/lightgcn": f"lightgcn {SPLIT} --lr 5e-3",
+    "split/hgformer": f"hgformer {SPLIT} --lr 2e-3",
+    "pe/hcts": f"hcts --dataset amazon_cdr/phone_electronic {CROSS}",
+    "pe/bitgcf": f"bitgcf --dataset amazon_cdr/phone_electronic {CROSS}",
+    "pe/lightgcn_phone": f"lightgcn --protocol loo --dataset amazon_cdr/phone_electronic {CROSS}",
+    "pe/lightgcn_electronic": f"lightgcn --protocol loo --dataset amazon_cdr/electronic_phone {CROSS}",
+    "sc/hcts": f"hcts --dataset amazon_cdr/sport_cloth {CROSS}",
+    "sc/bitgcf": f"bitgcf --dataset amazon_cdr/sport_cloth {CROSS}",
+    "sc/lightgcn_sport": f"lightgcn --protocol loo --dataset amazon_cdr/sport_cloth {CROSS}",
+    "sc/lightgcn_cloth": f"lightgcn --protocol loo --dataset amazon_cdr/cloth_sport {CROSS}",
+    "ctr_syn/fm": "fm --dataset synthetic --epochs 15 --lr 1e-2 --batch-size 256",
+    "ctr_syn/gmt": "gmt --dataset synthetic --epochs 6 --lr 1e-2 --batch-size 128",
+    "ctr_amz/fm": f"fm {CTR_AMAZON} --epochs 3 --lr 1e-2 --batch-size 1024",
+    "ctr_amz/gmt": f"gmt {CTR_AMAZON} --epochs 1 --lr 3e-3 --batch-size 512",
+}
+
+
+def run(label: str, args: str) -> None:
+    out = OUT_DIR / (label.replace("/", "__") + ".json")
+    cmd = [sys.executable, "-m", "graph_rec", "train", *args.split(), "--out", str(out)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        print(f"[{label}] FAILED\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return
+    data = json.loads(out.read_text())
+    data.update(command="python -m graph_rec train " + args, process_wall_seconds=round(wall, 1))
+    out.write_text(json.dumps(data, indent=2, sort_keys=True))
+    print(f"[{label}] done in {wall:.0f}s", file=sys.stderr)
+
+
+def _load(label: str) -> dict | None:
+    p = OUT_DIR / (label.replace("/", "__") + ".json")
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _fmt(x: object) -> str:
+    return f"{x:.4f}" if isinstance(x, float) else ("–" if x is None else str(x))
+
+
+def render() -> str:
+    lines = ["## Single domain: Electronics (amazon_cdr/electronic_phone), 5-core, 8:1:1, full ranking", ""]
+    keys = ["recall@10", "ndcg@10", "recall@20", "ndcg@20", "hr@20", "recall@50"]
+    lines += ["| model | " + " | ".join(keys) + " | best epoch | wall s |", "|---" * (len(keys) + 3) + "|"]
+    for lab in ("split/lightgcn", "split/hgformer"):
+        d = _load(lab) or {}
+        vals = [_fmt(d.get(f"test_{k}")) for k in keys]
+        lines.append(
+            f"| {lab.split('/')[1]} | "
+            + " | ".join(vals)
+            + f" | {_fmt(d.get('best_epoch'))} | {_fmt(d.get('process_wall_seconds'))} |"
+        )
+    for pair, (a, b), rows in (
+        ("pe", ("phone_electronic", "electronic_phone"), ("hcts", "bitgcf", "lightgcn")),
+        ("sc", ("sport_cloth", "cloth_sport"), ("hcts", "bitgcf", "lightgcn")),
+    ):
+        lines += [
+            "",
+            f"## Cross-domain pair {a.split('_')[0]} ↔ {b.split('_')[0]}: leave-one-out, 1 positive vs 99 negatives",
+            "",
+        ]
+        lines += [
+            f"| model | {a} HR@10 | {a} NDCG@10 | {b} HR@10 | {b} NDCG@10 | wall s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for m in rows:
+            if m == "lightgcn":
+                da = _load(f"{pair}/lightgcn_{a.split('_')[0]}") or {}
+                db = _load(f"{pair}/lightgcn_{b.split('_')[0]}") or {}
+                va = [da.get("test_hr@10"), da.get("test_ndcg@10")]
+                vb = [db.get("test_hr@10"), db.get("test_ndcg@10")]
+                wall = (da.get("process_wall_seconds") or 0) + (db.get("process_wall_seconds") or 0)
+            else:
+                d = _load(f"{pair}/{m}") or {}
+                va = [d.get(f"{a}_hr@10"), d.get(f"{a}_ndcg@10")]
+                vb = [d.get(f"{b}_hr@10"), d.get(f"{b}_ndcg@10")]
+                wall = d.get("process_wall_seconds")
+            lines.append(f"| {m} | " + " | ".join(_fmt(v) for v in va + vb) + f" | {_fmt(wall)} |")
+    lines += [
+        "",
+        "## CTR: AUC / LogLoss",
+        "",
+        "| data | model | AUC | LogLoss | oracle AUC | wall s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for lab in ("ctr_syn/fm", "ctr_syn/gmt", "ctr_amz/fm", "ctr_amz/gmt"):
+        d = _load(lab) or {}
+        lines.append(
+            f"| {d.get('dataset', lab)} | {lab.split('/')[1]} | {_fmt(d.get('test_auc'))} | {_fmt(d.get('test_logloss'))} "
+            f"| {_fmt(d.get('oracle_auc'))} | {_fmt(d.get('process_wall_seconds'))} |"
+        )
+    lines += ["", "Commands (`python -m graph_rec train ...`):", ""]
+    lines += [f"- `{lab}`: `{args}`" for lab, args in RUNS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", nargs="*", default=None, help="labels to (re)run; default all")
+    ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--out", default=None, help="also write the tables to this file")
+    a = ap.parse_args()
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    if not a.render_only:
+        for label, args in RUNS.items():
+            if a.only is None or label in a.only:
+                run(label, args)
+    table = render()
+    print(table)
+    if a.out:
+        Path(a.out).write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
