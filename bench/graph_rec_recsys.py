@@ -1,11 +1,11 @@
 """Results table for graph_rec's recommendation and CTR models (issue 5).
 
-    python bench/graph_rec_recsys.py [--quick] [--out graph_rec/RESULTS_recsys_table.md]
+    python bench/graph_rec_recsys.py [--long] [--only LABEL ...] [--render-only] [--out FILE]
 
 Runs every ``python -m graph_rec train ...`` command below in sequence (one CPU thread each), saves each
 run's metrics JSON under runs/graph_rec/bench/, and prints a markdown table per task with wall times.
 Epoch counts are sized for a shared 2-core CPU, far below the papers' (see graph_rec/RESULTS_recsys.md).
-``--only NAME`` reruns one row (by its label) and re-renders the tables from the saved JSON.
+``--only LABEL`` reruns those rows and re-renders the tables from the saved JSON; ``--long`` adds 3x-epoch runs.
 """
 
 from __future__ import annotations
@@ -39,6 +39,17 @@ RUNS: dict[str, str] = {
     "ctr_syn/gmt": "gmt --dataset synthetic --epochs 6 --lr 1e-2 --batch-size 128",
     "ctr_amz/fm": f"fm {CTR_AMAZON} --epochs 3 --lr 1e-2 --batch-size 1024",
     "ctr_amz/gmt": f"gmt {CTR_AMAZON} --epochs 1 --lr 3e-3 --batch-size 512",
+}
+
+
+# --long: the same models with 3x the epochs on one domain and one pair, to show the trend with budget
+LONG_RUNS: dict[str, str] = {
+    "long/split_lightgcn": RUNS["split/lightgcn"].replace("--epochs 10", "--epochs 30"),
+    "long/split_hgformer": RUNS["split/hgformer"].replace("--epochs 10", "--epochs 30"),
+    "long/pe_hcts": RUNS["pe/hcts"].replace("--epochs 8", "--epochs 24"),
+    "long/pe_bitgcf": RUNS["pe/bitgcf"].replace("--epochs 8", "--epochs 24"),
+    "long/pe_lightgcn_phone": RUNS["pe/lightgcn_phone"].replace("--epochs 8", "--epochs 24"),
+    "long/pe_lightgcn_electronic": RUNS["pe/lightgcn_electronic"].replace("--epochs 8", "--epochs 24"),
 }
 
 
@@ -118,7 +129,7 @@ def render() -> str:
             f"| {_fmt(d.get('oracle_auc'))} | {_fmt(d.get('process_wall_seconds'))} |"
         )
     lines += ["", "Commands (`python -m graph_rec train ...`):", ""]
-    lines += [f"- `{lab}`: `{args}`" for lab, args in RUNS.items()]
+    lines += [f"- `{lab}`: `{args}`" for lab, args in {**RUNS, **LONG_RUNS}.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -126,11 +137,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="*", default=None, help="labels to (re)run; default all")
     ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--long", action="store_true", help="also run the 3x-epoch rows")
     ap.add_argument("--out", default=None, help="also write the tables to this file")
     a = ap.parse_args()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     if not a.render_only:
-        for label, args in RUNS.items():
+        todo = {**RUNS, **(LONG_RUNS if a.long else {})}
+        for label, args in todo.items():
             if a.only is None or label in a.only:
                 run(label, args)
     table = render()

@@ -141,6 +141,7 @@ class EvalConfig:
     every: int = 0  # evaluate every N steps (0: only at the end when num_prompts > 0)
     num_prompts: int = 64  # held-out prompts, greedy decoding
     source: str | None = None  # None: arithmetic eval split, or the training source's test split
+    at_start: bool = False  # also evaluate the initial model (a baseline for the curve)
 
 
 @dataclass

@@ -40,7 +40,7 @@ class MetricsLogger:
 
             self.bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
 
-    def log(self, step: int, metrics: dict[str, float]) -> None:
+    def log(self, step: int, metrics: dict[str, float], advance: bool = True) -> None:
         clean = {
             k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))
         }
@@ -56,7 +56,8 @@ class MetricsLogger:
             self.bar.set_postfix_str(
                 f"reward={clean.get('reward_mean', float('nan')):.3f} step={clean.get('time/step', 0):.1f}s"
             )
-            self.bar.update(1)
+            if advance:
+                self.bar.update(1)
             self.bar.write(line)
         else:
             print(line, flush=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -73,7 +73,11 @@ def build_run(cfg: RecipeConfig) -> Run:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     train_set = load_prompts(cfg.data, "train")
-    eval_set = load_prompts(cfg.data, "eval") if cfg.eval.num_prompts > 0 else None
+    eval_set = None
+    if cfg.eval.num_prompts > 0:
+        # eval.source: a separate file/dataset with the training field mapping; else the source's eval split
+        eval_data = replace(cfg.data, source=cfg.eval.source, max_rows=None) if cfg.eval.source else cfg.data
+        eval_set = load_prompts(eval_data, "train" if cfg.eval.source else "eval")
 
     r, t = cfg.rollout, cfg.trainer
     needed = r.num_workers * r.threads_per_worker + t.num_learners * t.threads_per_learner

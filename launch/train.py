@@ -62,6 +62,8 @@ def train(cfg: RecipeConfig) -> dict[str, float]:
     )
     last: dict[str, float] = {}
     try:
+        if cfg.eval.at_start and start == 0 and cfg.eval.num_prompts > 0:
+            log.log(-1, evaluate(run, cfg.eval.num_prompts), advance=False)
         for step in range(start, cfg.total_steps):
             timer = StepTimer()
             with timer("rollout"):

@@ -9,6 +9,7 @@ did. A silent no-op sync raises :class:`WeightSyncError`.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -86,6 +87,8 @@ class Generator:
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
             "VLLM_CPU_OMP_THREADS_BIND": "nobind",
             "TOKENIZERS_PARALLELISM": "false",
+            # vLLM logs every weight reload and prefix-cache reset at INFO: one line per step is enough.
+            "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
         }
         actor = ray.remote(RolloutWorker)
         self.workers = [

@@ -147,3 +147,25 @@ def test_zero3_two_learners_with_kl(tiny_model, ray_cluster, tmp_path, monkeypat
     )
     rows = [r for r in _metrics(out) if "reward_mean" in r]
     assert len(rows) == 2 and "kl" in rows[1] and rows[1]["sync/probe_diff"] < 0.01
+
+
+@pytest.mark.slow
+def test_gsm8k_recipe_smoke(tiny_model, ray_cluster, tmp_path, monkeypatch):
+    """The real-use GSM8K recipe, shrunk to CPU: file data with the '####' extractor, ZeRO-2, KL, 2 rewards."""
+    from tests.conftest import SHARED_DATA
+
+    train_file = SHARED_DATA / "llm" / "gsm8k" / "train.jsonl"
+    if not train_file.is_file():
+        pytest.skip("shared GSM8K data not present")
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "gsm8k"
+    overrides = tiny_overrides(tiny_model, out, **{
+        "total_steps": 1, "data.source": str(train_file), "data.max_rows": 8, "rollout.num_workers": 1,
+        "rollout.gpus_per_worker": 0, "trainer.num_learners": 1, "trainer.gpus_per_learner": 0,
+        "rollout.max_model_len": 1536, "rollout.enforce_eager": True, "rollout.kv_cache_gb": 0.25,
+        "curriculum.prompts_per_step": 2, "curriculum.n_samples": 2, "model.gradient_checkpointing": False,
+        "eval.num_prompts": 2, "checkpoint.every": 0,
+    })
+    train(load_recipe(ROOT / "recipes" / "grpo_gsm8k.yaml", overrides))
+    rows = _metrics(out)
+    assert rows[0]["num_samples"] == 4 and "kl" in rows[0] and any("eval/accuracy" in r for r in rows)

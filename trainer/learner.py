@@ -188,6 +188,9 @@ class Learner:
         for _ in range(self.spec.ppo_epochs):
             perm = torch.randperm(n_rows) if self.spec.mini_batches > 1 else torch.arange(n_rows)
             for rows in perm.chunk(self.spec.mini_batches):
+                # Longest rows first: micro-batches then hold rows of similar length (less padding);
+                # the loss is order-invariant because reducers use mini-batch totals.
+                rows = rows[torch.argsort(batch.attention_mask[rows].sum(-1), descending=True, stable=True)]
                 mini = batch.select(rows)
                 m_old = None if old_lp is None else old_lp[rows]
                 m_ref = None if ref_lp is None else ref_lp[rows]

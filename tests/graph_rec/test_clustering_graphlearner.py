@@ -165,7 +165,9 @@ def _args(dataset: str | Path, **kw: object) -> Namespace:
     return Namespace(**base)
 
 
-@pytest.mark.parametrize(("objective", "bf16"), [("adversarial", False), ("joint", False), ("adversarial", True)])
+@pytest.mark.parametrize(
+    ("objective", "bf16"), [("adversarial", False), ("joint", False), ("adversarial", True)]
+)
 def test_smoke_run_on_synthetic_graph(tmp_path: Path, objective: str, bf16: bool) -> None:
     _blob_graph(tmp_path / "blobs")
     # refinement after epoch 10 every 10 epochs exercises stage 2 in a 30-epoch run

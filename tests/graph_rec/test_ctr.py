@@ -46,6 +46,8 @@ def test_sampler_tokens_and_leakage(data) -> None:
     ).any()
     assert not ((neigh == items[:, None]) & nb.valid[:, 2:] & (s.side[2:] == 0)).any()
     assert (nb.nodes[~nb.valid] == data.hin.n_nodes).all()
+    # a training click's own edge is hidden from the induced-subgraph mask
+    assert not nb.adj[:, 0, 1].any() and not nb.adj[:, 1, 0].any()
     # the target item's category token is always present and linked to the item
     cat = torch.from_numpy(data.hin.item_attrs[(items - data.hin.item_offset).numpy(), 0])
     assert (nb.nodes[:, 2] == cat).all() and nb.adj[:, 1, 2].all()

@@ -207,4 +207,6 @@ def test_rewards_read_hint_and_response():
     n = round(0.9 * len(sol))
     a_texts = [t for t, s in zip(scorer.seen, batch.samples) if s.prompt.uid == "a"]
     assert all(t.startswith(sol[:n]) for t in a_texts)  # the scorer saw the hint first ...
-    assert all(not s.response_text.startswith(sol[:n]) for s in batch.samples if s.prompt.uid == "a")  # ... restored
+    assert all(
+        not s.response_text.startswith(sol[:n]) for s in batch.samples if s.prompt.uid == "a"
+    )  # ... restored

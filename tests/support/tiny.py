@@ -44,7 +44,7 @@ def build_tiny_llama(out: Path, seed: int = 0, hidden: int = 128, layers: int = 
         num_hidden_layers=layers,
         num_attention_heads=2,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=2048,
         tie_word_embeddings=True,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
