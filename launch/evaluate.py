@@ -12,7 +12,7 @@ def evaluate(run, max_prompts: int) -> dict[str, float]:
         return {}
     prompts = [run.eval_set[i] for i in range(min(max_prompts, len(run.eval_set)))]
     ids = [run.renderer.render(p) for p in prompts]
-    greedy = replace(run.strategy.ctx.sampling, temperature=0.0) if hasattr(run.strategy, "ctx") else None
+    greedy = replace(run.generator.defaults, temperature=0.0)
     samples = generate_round(
         run.generator, prompts, ids, [1] * len(prompts), [p.uid for p in prompts], params=greedy
     )

@@ -23,7 +23,9 @@ def init_ray(
     if address:
         # Inside `ray job submit` the job's own runtime env (working_dir / env_vars) already reaches every
         # actor, and Ray refuses to merge a second one that sets the same keys.
-        in_job = any(k in os.environ for k in ("RAY_JOB_ID", "RAY_SUBMISSION_ID", "RAY_JOB_CONFIG_JSON_ENV_VAR"))
+        in_job = any(
+            k in os.environ for k in ("RAY_JOB_ID", "RAY_SUBMISSION_ID", "RAY_JOB_CONFIG_JSON_ENV_VAR")
+        )
         ray.init(address=address, runtime_env=None if in_job else {"env_vars": env_vars}, log_to_driver=True)
         return "cluster"
     # Rollout and training phases alternate in the synchronous loop, so logical CPUs may exceed

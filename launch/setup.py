@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from dataclasses import dataclass, replace
@@ -35,10 +36,8 @@ class Run:
 
     def close(self) -> None:
         for part in (self.scorer, self.generator, self.learners):
-            try:
+            with contextlib.suppress(Exception):
                 (getattr(part, "close", None) or part.shutdown)()
-            except Exception:
-                pass
 
 
 def seed_everything(seed: int) -> None:

@@ -159,13 +159,27 @@ def test_gsm8k_recipe_smoke(tiny_model, ray_cluster, tmp_path, monkeypatch):
         pytest.skip("shared GSM8K data not present")
     monkeypatch.chdir(ROOT)
     out = tmp_path / "gsm8k"
-    overrides = tiny_overrides(tiny_model, out, **{
-        "total_steps": 1, "data.source": str(train_file), "data.max_rows": 8, "rollout.num_workers": 1,
-        "rollout.gpus_per_worker": 0, "trainer.num_learners": 1, "trainer.gpus_per_learner": 0,
-        "rollout.max_model_len": 1536, "rollout.enforce_eager": True, "rollout.kv_cache_gb": 0.25,
-        "curriculum.prompts_per_step": 2, "curriculum.n_samples": 2, "model.gradient_checkpointing": False,
-        "eval.num_prompts": 2, "checkpoint.every": 0,
-    })
+    overrides = tiny_overrides(
+        tiny_model,
+        out,
+        **{
+            "total_steps": 1,
+            "data.source": str(train_file),
+            "data.max_rows": 8,
+            "rollout.num_workers": 1,
+            "rollout.gpus_per_worker": 0,
+            "trainer.num_learners": 1,
+            "trainer.gpus_per_learner": 0,
+            "rollout.max_model_len": 1536,
+            "rollout.enforce_eager": True,
+            "rollout.kv_cache_gb": 0.25,
+            "curriculum.prompts_per_step": 2,
+            "curriculum.n_samples": 2,
+            "model.gradient_checkpointing": False,
+            "eval.num_prompts": 2,
+            "checkpoint.every": 0,
+        },
+    )
     train(load_recipe(ROOT / "recipes" / "grpo_gsm8k.yaml", overrides))
     rows = _metrics(out)
     assert rows[0]["num_samples"] == 4 and "kl" in rows[0] and any("eval/accuracy" in r for r in rows)

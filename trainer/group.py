@@ -6,6 +6,7 @@ merges the results. Methods prefixed ``async_`` return Ray object refs instead o
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 from trainer.batch import TrainBatch
@@ -82,10 +83,8 @@ class LearnerGroup:
     def shutdown(self) -> None:
         import ray
 
-        try:
+        with contextlib.suppress(Exception):
             ray.get([a.shutdown.remote() for a in self.actors], timeout=60)
-        except Exception:
-            pass
         for a in self.actors:
             ray.kill(a)
         self.actors = []

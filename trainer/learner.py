@@ -10,6 +10,7 @@ weighted loss terms in one backward. Gradient accumulation uses DeepSpeed's unma
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -323,10 +324,8 @@ class Learner:
             from transformers import AutoTokenizer
 
             self.engine.module.save_pretrained(str(p / "model"), state_dict=sd, safe_serialization=True)
-            try:
+            with contextlib.suppress(Exception):
                 AutoTokenizer.from_pretrained(self.spec.model_path).save_pretrained(str(p / "model"))
-            except Exception:
-                pass
         self._barrier()
 
     def load(self, path: str) -> None:

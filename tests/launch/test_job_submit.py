@@ -32,20 +32,59 @@ def test_ray_job_submit_runs_a_recipe(tiny_model, tmp_path):
     env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS")
     subprocess.run(
-        [ray_bin, "start", "--head", "--num-cpus", "4", "--port", str(gcs), "--dashboard-port", str(dash),
-         "--include-dashboard", "true", "--temp-dir", temp, "--disable-usage-stats"],
-        check=True, env=env, cwd=ROOT, timeout=180,
+        [
+            ray_bin,
+            "start",
+            "--head",
+            "--num-cpus",
+            "4",
+            "--port",
+            str(gcs),
+            "--dashboard-port",
+            str(dash),
+            "--include-dashboard",
+            "true",
+            "--temp-dir",
+            temp,
+            "--disable-usage-stats",
+        ],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        timeout=180,
     )
     try:
         out = tmp_path / "job"
-        overrides = " ".join(f"'{o}'" for o in tiny_overrides(
-            tiny_model, out, total_steps=2, **{"curriculum.prompts_per_step": 2, "curriculum.n_samples": 2}))
+        overrides = " ".join(
+            f"'{o}'"
+            for o in tiny_overrides(
+                tiny_model,
+                out,
+                total_steps=2,
+                **{"curriculum.prompts_per_step": 2, "curriculum.n_samples": 2},
+            )
+        )
         entry = f"cd {ROOT} && {sys.executable} -m launch.train recipes/grpo_default.yaml {overrides}"
         runtime_env = json.dumps({"env_vars": {"PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}})
         proc = subprocess.run(
-            [ray_bin, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--runtime-env-json", runtime_env,
-             "--", "bash", "-c", entry],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=900,
+            [
+                ray_bin,
+                "job",
+                "submit",
+                "--address",
+                f"http://127.0.0.1:{dash}",
+                "--runtime-env-json",
+                runtime_env,
+                "--",
+                "bash",
+                "-c",
+                entry,
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert "succeeded" in (proc.stdout + proc.stderr).lower()
