@@ -73,6 +73,10 @@ def _load(label: str) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def _wall(x: object) -> str:
+    return f"{x:.0f}" if isinstance(x, (int, float)) and x else "–"
+
+
 def _fmt(x: object) -> str:
     return f"{x:.4f}" if isinstance(x, float) else ("–" if x is None else str(x))
 
@@ -87,7 +91,7 @@ def render() -> str:
         lines.append(
             f"| {lab.split('/')[1]} | "
             + " | ".join(vals)
-            + f" | {_fmt(d.get('best_epoch'))} | {_fmt(d.get('process_wall_seconds'))} |"
+            + f" | {_fmt(d.get('best_epoch'))} | {_wall(d.get('process_wall_seconds'))} |"
         )
     for pair, (a, b), rows in (
         ("pe", ("phone_electronic", "electronic_phone"), ("hcts", "bitgcf", "lightgcn")),
@@ -114,7 +118,25 @@ def render() -> str:
                 va = [d.get(f"{a}_hr@10"), d.get(f"{a}_ndcg@10")]
                 vb = [d.get(f"{b}_hr@10"), d.get(f"{b}_ndcg@10")]
                 wall = d.get("process_wall_seconds")
-            lines.append(f"| {m} | " + " | ".join(_fmt(v) for v in va + vb) + f" | {_fmt(wall)} |")
+            lines.append(f"| {m} | " + " | ".join(_fmt(v) for v in va + vb) + f" | {_wall(wall)} |")
+    if any(_load(lab) for lab in LONG_RUNS):
+        lines += [
+            "",
+            "## Longer budget (3x epochs)",
+            "",
+            "| run | metric | value | wall s |",
+            "|---|---|---|---|",
+        ]
+        for lab in LONG_RUNS:
+            d = _load(lab) or {}
+            wall = _wall(d.get("process_wall_seconds"))
+            for key in ("test_recall@20", "test_ndcg@20", "test_hr@10", "test_ndcg@10"):
+                if key in d:
+                    lines.append(f"| {lab} | {key[5:]} | {_fmt(d[key])} | {wall} |")
+            for key in sorted(
+                k for k in d if k.endswith(("_hr@10", "_ndcg@10")) and not k.startswith("test_")
+            ):
+                lines.append(f"| {lab} | {key} | {_fmt(d[key])} | {wall} |")
     lines += [
         "",
         "## CTR: AUC / LogLoss",
@@ -126,7 +148,7 @@ def render() -> str:
         d = _load(lab) or {}
         lines.append(
             f"| {d.get('dataset', lab)} | {lab.split('/')[1]} | {_fmt(d.get('test_auc'))} | {_fmt(d.get('test_logloss'))} "
-            f"| {_fmt(d.get('oracle_auc'))} | {_fmt(d.get('process_wall_seconds'))} |"
+            f"| {_fmt(d.get('oracle_auc'))} | {_wall(d.get('process_wall_seconds'))} |"
         )
     lines += ["", "Commands (`python -m graph_rec train ...`):", ""]
     lines += [f"- `{lab}`: `{args}`" for lab, args in {**RUNS, **LONG_RUNS}.items()]

@@ -231,6 +231,8 @@ def component_options(entry_options: type, options: dict[str, Any], key: str, or
     except OmegaConfBaseException as e:
         inner = getattr(e, "full_key", "") or ""
         raise ConfigError(f"{origin}: {key}.{inner}: {str(e).splitlines()[0]}") from None
+    except (ValueError, TypeError) as e:  # an options dataclass's own __post_init__ checks
+        raise ConfigError(f"{origin}: {key}: {str(e).splitlines()[0]}") from None
 
 
 def _check(cond: bool, origin: str, key: str, msg: str) -> None:

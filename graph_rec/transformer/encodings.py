@@ -63,6 +63,9 @@ class DegreePE(nn.Module):
         super().__init__()
         self.register_buffer("degree", torch.from_numpy(np.minimum(degree, max_degree).astype(np.int64)))
         self.emb = nn.Embedding(max_degree + 1, dim)
+        # Small init as in Graphormer: with N(0, 1) the degree vector swamps the projected bag-of-words
+        # features and Cora collapsed to degree-only predictions (29.7 % test accuracy).
+        nn.init.normal_(self.emb.weight, std=0.02)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:  # [B, T] -> [B, T, dim]
         return self.emb(self.degree[ids])
