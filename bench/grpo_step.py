@@ -398,7 +398,13 @@ def run_worker(kind: str, work: Path, n_measured: int, timeout: float) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--dir", str(work), "--steps", str(n_measured)]
     t0 = time.perf_counter()
     print(f"[{kind}] starting subprocess", flush=True)
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=timeout, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=timeout, capture_output=True, text=True)
+    except subprocess.TimeoutExpired as e:
+        print(f"[{kind}] timed out after {timeout:.0f} s", flush=True)
+        partial = work / f"{kind}_partial.json"
+        res = json.loads(partial.read_text()) if partial.is_file() else {}
+        return {**res, "error": f"timed out after {timeout:.0f} s", "tail": str(e)[-500:]}
     (work / f"{kind}.log").write_text(proc.stdout + "\n----- stderr -----\n" + proc.stderr)
     if proc.returncode != 0 or not out.is_file():
         tail = (proc.stdout + proc.stderr)[-3000:]
