@@ -566,9 +566,7 @@ def main() -> int:
 
         meta = load("meta")
         trl = load("trl") or load("trl_partial")
-        md = report(
-            args, load("framework"), load("vllm") or {}, load("learner") or {}, trl, meta
-        )
+        md = report(args, load("framework"), load("vllm") or {}, load("learner") or {}, trl, meta)
         print(md)
         Path(args.out).write_text(md)
         return 0
