@@ -19,9 +19,13 @@ def build_parser() -> argparse.ArgumentParser:
     for entry in models.values():
         p = msub.add_parser(entry.name, help=entry.help)
         p.add_argument("--dataset", required=True, help="dataset name under --data-root, or a folder path")
-        p.add_argument("--data-root", default=None, help="folder holding the datasets (default: ../shared/data/graph)")
+        p.add_argument(
+            "--data-root", default=None, help="folder holding the datasets (default: ../shared/data/graph)"
+        )
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--out", default=None, help="write metrics JSON here (default: runs/graph_rec/MODEL_DATASET.json)")
+        p.add_argument(
+            "--out", default=None, help="write metrics JSON here (default: runs/graph_rec/MODEL_DATASET.json)"
+        )
         if entry.add_args is not None:
             entry.add_args(p)
     sub.add_parser("list", help="list the registered models")
