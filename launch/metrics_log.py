@@ -40,6 +40,19 @@ class MetricsLogger:
 
             self.bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True)
 
+    @classmethod
+    def from_config(cls, cfg, start_step: int = 0) -> MetricsLogger:
+        lg = cfg.logging
+        return cls(
+            cfg.output_dir,
+            cfg.total_steps,
+            start_step,
+            lg.tensorboard,
+            lg.wandb,
+            lg.wandb_project,
+            lg.progress,
+        )
+
     def log(self, step: int, metrics: dict[str, float], advance: bool = True) -> None:
         clean = {
             k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))

@@ -51,15 +51,7 @@ def train(cfg: RecipeConfig) -> dict[str, float]:
         run.generator.sync_weights(run.learners)
         start = state["step"]
         print(f"resumed from {path} at step {start}", flush=True)
-    log = MetricsLogger(
-        cfg.output_dir,
-        cfg.total_steps,
-        start,
-        cfg.logging.tensorboard,
-        cfg.logging.wandb,
-        cfg.logging.wandb_project,
-        cfg.logging.progress,
-    )
+    log = MetricsLogger.from_config(cfg, start)
     last: dict[str, float] = {}
     try:
         if cfg.eval.at_start and start == 0 and cfg.eval.num_prompts > 0:
@@ -68,9 +60,8 @@ def train(cfg: RecipeConfig) -> dict[str, float]:
             timer = StepTimer()
             with timer("rollout"):
                 requests = run.curriculum.next_batch(step)  # which prompts, how many samples each
-                batch = run.strategy.rollout(
-                    requests, run.generator, run.scorer
-                )  # generate + score, ≥1 rounds
+                # generate and score; multi-round strategies (SEELE) call the generator several times
+                batch = run.strategy.rollout(requests, run.generator, run.scorer)
             metrics = {**batch.metrics, **run.curriculum.observe(batch)}  # Beta counts, hint rates, ...
             train_batch = run.strategy.make_train_batch(batch)  # advantages, loss terms
             with timer("learner"):
@@ -86,7 +77,9 @@ def train(cfg: RecipeConfig) -> dict[str, float]:
             last = metrics
         if cfg.eval.num_prompts > 0 and not (cfg.eval.every and cfg.total_steps % cfg.eval.every == 0):
             last |= evaluate(run, cfg.eval.num_prompts)
-            log.log(cfg.total_steps - 1, {k: v for k, v in last.items() if k.startswith("eval/")})
+            log.log(
+                cfg.total_steps - 1, {k: v for k, v in last.items() if k.startswith("eval/")}, advance=False
+            )
         if cfg.total_steps > start and not (
             cfg.checkpoint.every and cfg.total_steps % cfg.checkpoint.every == 0
         ):

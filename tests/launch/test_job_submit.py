@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,18 @@ def test_ray_job_submit_runs_a_recipe(tiny_model, tmp_path):
             "true",
             "--temp-dir",
             temp,
+            "--dashboard-agent-listen-port",
+            str(_free_port()),
+            "--dashboard-agent-grpc-port",
+            str(_free_port()),
+            "--metrics-export-port",
+            str(_free_port()),
+            "--runtime-env-agent-port",
+            str(_free_port()),
+            "--min-worker-port",
+            "20000",
+            "--max-worker-port",
+            "20999",
             "--disable-usage-stats",
         ],
         check=True,
@@ -66,30 +79,31 @@ def test_ray_job_submit_runs_a_recipe(tiny_model, tmp_path):
         )
         entry = f"cd {ROOT} && {sys.executable} -m launch.train recipes/grpo_default.yaml {overrides}"
         runtime_env = json.dumps({"env_vars": {"PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}})
-        proc = subprocess.run(
-            [
-                ray_bin,
-                "job",
-                "submit",
-                "--address",
-                f"http://127.0.0.1:{dash}",
-                "--runtime-env-json",
-                runtime_env,
-                "--",
-                "bash",
-                "-c",
-                entry,
-            ],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        submit = [
+            ray_bin,
+            "job",
+            "submit",
+            "--address",
+            f"http://127.0.0.1:{dash}",
+            "--runtime-env-json",
+            runtime_env,
+            "--",
+            "bash",
+            "-c",
+            entry,
+        ]
+        for _ in range(12):  # the head's dashboard agent may not be up yet right after `ray start`
+            proc = subprocess.run(submit, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+            if "No available agent" not in proc.stdout + proc.stderr:
+                break
+            time.sleep(5)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert "succeeded" in (proc.stdout + proc.stderr).lower()
         rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows if "reward_mean" in r] == [0, 1]
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, timeout=120)
+        # Stop only this cluster (its processes carry the temp dir): `ray stop` would also kill the
+        # session's local Ray that other tests share.
+        subprocess.run(["pkill", "-9", "-f", temp], timeout=60)
+        time.sleep(2)
         shutil.rmtree(temp, ignore_errors=True)
