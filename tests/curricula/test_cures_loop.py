@@ -2,7 +2,6 @@
 including a cold start with per-sample gradient norms from the learner and a move to the next subset."""
 
 import json
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,50 +12,29 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from tests.support.tiny import build_tiny_llama
-
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny_cures"))
-
-
 @pytest.mark.parametrize("advantage", ["reinforce_pp"])
-def test_cures_tiny_recipe_runs(tiny_model, tmp_path, monkeypatch, advantage):
-    import ray
-
+def test_cures_tiny_recipe_runs(tiny_model, ray_cluster, tmp_path, monkeypatch, advantage):
     from launch.config import load_recipe
     from launch.train import train
+    from tests.conftest import tiny_overrides
 
     monkeypatch.chdir(ROOT)
-    started = not ray.is_initialized()
-    overrides = [
-        f"model.path={tiny_model}",
-        "model.dtype=float32",
-        "rollout.max_new_tokens=16",
-        "rollout.kv_cache_gb=0.25",
-        "rollout.max_model_len=256",
-        "trainer.threads_per_learner=1",
-        "rollout.threads_per_worker=1",
-        "logging.progress=false",
-        "logging.tensorboard=false",
-        "eval.num_prompts=0",
-        "rewards.isolation=inline",
-        f"output_dir={tmp_path / 'run'}",
-        f"ray.temp_dir={tempfile.mkdtemp(prefix='ray_', dir='/tmp')}",
-        "total_steps=3",
-        f"algorithm.advantage={advantage}",
-        "curriculum.prompts_per_step=2",
-        "curriculum.n_samples=5",
-        "curriculum.options.steps_per_subset=2",
-        "curriculum.options.cold_start_prompts=4",
-        "curriculum.options.cold_start_samples=2",
-        "curriculum.options.grad_norms_in_steps=true",
-    ]
-    try:
-        train(load_recipe(ROOT / "recipes/cures_tiny_cpu.yaml", overrides))
-    finally:
-        if started:
-            ray.shutdown()
+    overrides = tiny_overrides(
+        tiny_model,
+        tmp_path / "run",
+        **{
+            "rollout.max_new_tokens": 16,
+            "total_steps": 3,
+            "algorithm.advantage": advantage,
+            "curriculum.prompts_per_step": 2,
+            "curriculum.n_samples": 5,
+            "curriculum.options.steps_per_subset": 2,
+            "curriculum.options.cold_start_prompts": 4,
+            "curriculum.options.cold_start_samples": 2,
+            "curriculum.options.grad_norms_in_steps": "true",
+        },
+    )
+    train(load_recipe(ROOT / "recipes/cures_tiny_cpu.yaml", overrides))
     rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3
     # Quotas: 2 prompts sharing N = 2 × 5 = 10 rollouts, each within [4, 8].

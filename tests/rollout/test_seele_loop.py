@@ -11,49 +11,24 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def tiny_overrides(model_dir: Path, out: Path, ray_tmp: str) -> list[str]:
-    return [
-        f"model.path={model_dir}",
-        "model.dtype=float32",
-        "rollout.max_new_tokens=16",
-        "rollout.kv_cache_gb=0.25",
-        "rollout.max_model_len=256",
-        "trainer.threads_per_learner=1",
-        "rollout.threads_per_worker=1",
-        "logging.progress=false",
-        "logging.tensorboard=false",
-        "eval.num_prompts=0",
-        "rewards.isolation=inline",
-        f"output_dir={out}",
-        f"ray.temp_dir={ray_tmp}",
-    ]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from tests.support.tiny import build_tiny_llama
-
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny_seele"))
-
-
-def test_seele_tiny_recipe_runs(tiny_model, tmp_path, monkeypatch):
-    import tempfile
-
-    import ray
-
+def test_seele_tiny_recipe_runs(tiny_model, ray_cluster, tmp_path, monkeypatch):
     from launch.config import load_recipe
     from launch.train import train
+    from tests.conftest import tiny_overrides
 
     monkeypatch.chdir(ROOT)  # the recipe's data path is relative to the repository root
-    started = not ray.is_initialized()
-    ray_tmp = tempfile.mkdtemp(prefix="ray_", dir="/tmp")
-    overrides = [*tiny_overrides(tiny_model, tmp_path / "run", ray_tmp), "total_steps=2"]
-    overrides += ["curriculum.prompts_per_step=2", "curriculum.n_samples=2", "strategy.options.rounds=3"]
-    try:
-        last = train(load_recipe(ROOT / "recipes/seele_tiny_cpu.yaml", overrides))
-    finally:
-        if started:
-            ray.shutdown()
+    extra = {
+        "rollout.max_new_tokens": 16,
+        "total_steps": 2,
+        "curriculum.prompts_per_step": 2,
+        "curriculum.n_samples": 2,
+        "strategy.options.rounds": 3,
+    }
+    last = train(
+        load_recipe(
+            ROOT / "recipes/seele_tiny_cpu.yaml", tiny_overrides(tiny_model, tmp_path / "run", **extra)
+        )
+    )
     for key in ("seele/acc_round_1", "seele/acc_round_3", "seele/hint_rate_mean", "seele/target_gap_last"):
         assert key in last
     assert last["num_samples"] == 2 * 2 * 3  # problems × n × rounds
