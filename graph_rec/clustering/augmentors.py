@@ -26,7 +26,12 @@ class AttributeAugmentor(nn.Module):
         self.lin2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [n, d] -> [n, d]
-        return F.normalize(self.lin2(self.lin1(x)), p=2, dim=1)
+        # Without a nonlinearity lin2(lin1(x)) = x (W2 W1)^T + (W2 b1 + b2). Folding the two layers
+        # first costs d*h*d instead of 2*n*d*h multiply-adds (4.5x fewer on Cora) and gives the same
+        # values and the same gradients for W1, b1, W2, b2 (autograd goes through the product).
+        weight = self.lin2.weight @ self.lin1.weight
+        bias = self.lin2.weight @ self.lin1.bias + self.lin2.bias
+        return F.normalize(F.linear(x, weight, bias), p=2, dim=1)
 
 
 class StructureAugmentor(nn.Module):
@@ -43,7 +48,11 @@ class StructureAugmentor(nn.Module):
         n = x.shape[0]
         h = self.proj(x)
         row, col = edge_index
-        logits = F.leaky_relu(torch.cat([h[row], h[col]], dim=1) @ self.att, 0.1).squeeze(1)
+        # aᵀ[h_i ‖ h_j] = (h a_src)_i + (h a_dst)_j: score the nodes, then gather two scalars per edge
+        # (the usual GAT trick) instead of building the [E, 2*hidden] concatenation.
+        hidden = h.shape[1]
+        src, dst = (h @ self.att[:hidden]).squeeze(1), (h @ self.att[hidden:]).squeeze(1)
+        logits = F.leaky_relu(src.index_select(0, row) + dst.index_select(0, col), 0.1)
         weights = segment_softmax(logits, row, num_nodes=n)
         return with_isolated_self_loops(edge_index, weights, n)
 
@@ -70,8 +79,11 @@ def propagate(edge_index: torch.Tensor, weights: torch.Tensor, x: torch.Tensor, 
     """G^steps x for the sparse matrix G given as (edge_index, weights)."""
     row, col = edge_index
     x = x.to(weights.dtype)  # under bf16 autocast the features arrive in bf16, the weights in fp32
+    w = weights.unsqueeze(1)
     for _ in range(steps):
-        x = torch.zeros_like(x).index_add_(0, row, weights.unsqueeze(1) * x[col])
+        # index_select (not x[col]): its backward is an index_add, far cheaper on CPU than the
+        # accumulate-index_put that advanced indexing falls back to.
+        x = torch.zeros_like(x).index_add_(0, row, w * x.index_select(0, col))
     return x
 
 

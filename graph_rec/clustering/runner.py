@@ -29,7 +29,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--objective", choices=["adversarial", "joint"], default=None)
     p.add_argument("--eval-every", type=int, default=None, help="k-means evaluation period; 0 = final only")
-    p.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast for the forward pass")
+    p.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bfloat16 for the n x n InfoNCE products and the linear layers (config default)",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
 
 

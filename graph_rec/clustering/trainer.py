@@ -102,12 +102,15 @@ def train_seed(inp: ClusteringInputs, labels: np.ndarray, cfg: GraphLearnerConfi
     multiplier: torch.Tensor | None = None
     best: dict[str, float] = {"acc": -1.0}
     best_epoch, history, eval_seconds, eval_cpu = -1, [], 0.0, 0.0
+    matmul_dtype = torch.bfloat16 if cfg.bf16 else torch.float32
     start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in range(cfg.epochs):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             views = model(inp, multiplier)
             losses = Losses(
-                info_nce(views.f1, views.f2, cfg.temperature), augmentation_loss(inp, views), cfg.alpha
+                info_nce(views.f1, views.f2, cfg.temperature, matmul_dtype),
+                augmentation_loss(inp, views),
+                cfg.alpha,
             )
         for opt in optimisers:
             opt.zero_grad(set_to_none=True)
