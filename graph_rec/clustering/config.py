@@ -30,6 +30,9 @@ class GraphLearnerConfig:
     alpha: float = 0.5  # weight of the augmentation (diversity) loss L_a
     temperature: float = 1.0  # InfoNCE temperature
     objective: str = "adversarial"  # "adversarial" (paper min-max) or "joint" (released code)
+    # The released train.py never calls zero_grad, so each Adam step sees the sum of every gradient so far.
+    # true reproduces those dynamics (the gradient of each step is still computed cleanly, then summed).
+    accumulate_grads: bool = False
     tau: float = 0.95  # confidence quantile: nodes above it are "high confidence" in stage 2
     refine_start: int = 200  # stage 2 begins after this epoch
     refine_every: int = 20  # refinement period (epochs) in stage 2

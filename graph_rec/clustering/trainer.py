@@ -78,6 +78,13 @@ def refined_weights(edge_index: torch.Tensor, s: torch.Tensor, mult: torch.Tenso
     return row_normalise(edge_index, w, n)
 
 
+def accumulate_gradients(params: list[torch.nn.Parameter], sums: list[torch.Tensor]) -> None:
+    """Replace each fresh gradient by the running sum of all gradients so far (released-code dynamics)."""
+    for p, total in zip(params, sums):
+        if p.grad is not None:
+            p.grad = total.add_(p.grad).clone()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -99,6 +106,8 @@ def train_seed(inp: ClusteringInputs, labels: np.ndarray, cfg: GraphLearnerConfi
         torch.optim.Adam(model.attr.parameters(), lr=cfg.lr_attr),
         torch.optim.Adam(model.struct.parameters(), lr=cfg.lr_struct, weight_decay=cfg.wd_struct),
     ]
+    all_params = enc_params + aug_params
+    grad_sums = [torch.zeros_like(p) for p in all_params] if cfg.accumulate_grads else None
     multiplier: torch.Tensor | None = None
     best: dict[str, float] = {"acc": -1.0}
     best_epoch, history, eval_seconds, eval_cpu = -1, [], 0.0, 0.0
@@ -115,6 +124,8 @@ def train_seed(inp: ClusteringInputs, labels: np.ndarray, cfg: GraphLearnerConfi
         for opt in optimisers:
             opt.zero_grad(set_to_none=True)
         backward(cfg.objective, losses, enc_params, aug_params)
+        if grad_sums is not None:
+            accumulate_gradients(all_params, grad_sums)
         for opt in optimisers:
             opt.step()
         if epoch > cfg.refine_start and epoch % cfg.refine_every == 0:
