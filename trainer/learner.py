@@ -253,8 +253,37 @@ class Learner:
             self.steps += 1
             add("nan_skipped", 0.0)
         else:
-            self.engine.zero_grad()
+            self._discard_gradients()
             add("nan_skipped", 1.0)
+
+    def _discard_gradients(self) -> None:
+        """Drop every gradient of a skipped update, including those ZeRO holds in its own buffers.
+
+        ``engine.zero_grad()`` only clears ``param.grad``. Under ZeRO-1/2/3 the micro-batches already
+        back-propagated have been reduced into the optimizer's partition buffers, and the next ``step()``
+        would add them in (seen as a doubled grad norm on the step after a skip). This mirrors DeepSpeed's
+        own fp16-overflow clean-up in ``stage_1_and_2.py`` / ``stage3.py`` ``step()``; each attribute is
+        looked up, so an optimizer without it (ZeRO-0, bf16 wrapper) is simply cleared by ``zero_grad``.
+        """
+        self.engine.zero_grad()
+        opt = self.engine.optimizer
+        if hasattr(opt, "zero_grad"):
+            opt.zero_grad(set_to_none=True)
+        release = getattr(opt, "_release_preflattened_grad_buffers", None)
+        if callable(release):
+            release()
+        if getattr(opt, "cpu_offload", False) or getattr(opt, "offload_optimizer", False):
+            opt.reset_cpu_buffers()
+        averaged = getattr(opt, "averaged_gradients", None)
+        if isinstance(averaged, dict):
+            averaged.clear()
+        all_grads = getattr(opt, "all_grad_tensors", None)
+        if isinstance(all_grads, dict):
+            for k in list(all_grads):
+                all_grads[k] = None
+        flat = getattr(opt, "grad_partitions_flat_buffer", None)  # ZeRO-3 accumulates into it in place
+        if torch.is_tensor(flat):
+            flat.zero_()
 
     def _param_grad_norm(self) -> float | None:
         # ZeRO-0 fp32 keeps grads on the parameters and DeepSpeed does not report their norm.
