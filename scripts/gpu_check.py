@@ -613,24 +613,20 @@ def run_worker(args: argparse.Namespace) -> int:
         if cuda:
             rec.timing("peak_gpu_mem_gib", round(torch.cuda.max_memory_allocated() / 2**30, 3))
     # last, so that a failed collective cannot disturb the checks above
-    with ph.phase("info_nccl_cpu_allreduce", ("learner",), st):
-        if cuda:
-            import torch.distributed as dist
-
-            # Learner._all_finite all-reduces a CPU tensor when world > 1; NCCL groups only take CUDA
-            # tensors. World size 1 never calls it, so probe the backend directly (informational).
-            try:
-                dist.all_reduce(torch.tensor([1.0]), op=dist.ReduceOp.MIN)
-                rec.check("info_nccl_cpu_allreduce", True, "all_reduce of a CPU tensor works", "INFO")
-            except Exception as e:
-                msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
-                rec.check(
-                    "info_nccl_cpu_allreduce",
-                    True,
-                    "all_reduce of a CPU tensor fails on this group, so Learner._all_finite would fail "
-                    f"with more than one learner on GPU: {msg}",
-                    "INFO",
-                )
+    with ph.phase("all_finite_collective", ("learner",), st):
+        # Learner._all_finite all-reduces its flag only when world > 1. Pretend to be one of two ranks so the
+        # collective runs on this (size-1) group: NCCL rejects CPU tensors, so the flag must be on the GPU.
+        learner = st["learner"]
+        world, learner.world = learner.world, 2
+        try:
+            finite = learner._all_finite(torch.tensor([1.0], device=learner.device))
+            nan = learner._all_finite(torch.tensor([float("nan")], device=learner.device))
+            ok, txt = finite and not nan, f"finite -> {finite}, NaN -> {nan}"
+        except Exception as e:
+            ok, txt = False, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+        finally:
+            learner.world = world
+        rec.check("all_finite_collective", ok, f"NaN flag all-reduce on the {learner.device} group: {txt}")
     with ph.phase("shutdown", ("learner",), st):
         st["learner"].shutdown()
     return 1 if ph.failed else 0

@@ -154,7 +154,9 @@ class Learner:
     def _all_finite(self, x: torch.Tensor) -> bool:
         import torch.distributed as dist
 
-        flag = torch.tensor([1.0 if bool(torch.isfinite(x).all()) else 0.0])
+        # On the learner's device: NCCL groups reject CPU tensors ("No backend type associated with device
+        # type cpu", seen on an H200 by scripts/gpu_check.py), which would break NaN detection with 2+ GPUs.
+        flag = torch.tensor([1.0 if bool(torch.isfinite(x).all()) else 0.0], device=self.device)
         if self.world > 1:
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item() > 0)
