@@ -1,7 +1,7 @@
 """Produce the GraphLearner results table (graph_rec/RESULTS_clustering.md).
 
-    python bench/graph_rec_clustering.py                       # all four datasets, 10 seeds each
-    python bench/graph_rec_clustering.py --datasets bat eat --seeds 10 --objective joint
+    python bench/graph_rec_clustering.py                       # 4 datasets x both objectives, 10 seeds each
+    python bench/graph_rec_clustering.py --datasets bat eat --objectives joint --jobs 2
 
 Each dataset runs as ``python -m graph_rec train graphlearner --dataset NAME ...`` (a separate process,
 so one dataset's memory is freed before the next); the wall time of each command is measured here and
@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REFERENCE = {  # CONVERT (same authors, same protocol) as quoted in GRAPH_REC.md: ACC / NMI / ARI / F1
@@ -25,16 +26,18 @@ REFERENCE = {  # CONVERT (same authors, same protocol) as quoted in GRAPH_REC.md
 }
 
 
-def run_dataset(name: str, args: argparse.Namespace) -> tuple[dict, float, list[str]]:
-    out = Path(args.out_dir) / f"graphlearner_{name}_{args.objective}.json"
+def run_dataset(name: str, objective: str, args: argparse.Namespace) -> tuple[dict, float, list[str]]:
+    out = Path(args.out_dir) / f"graphlearner_{name}_{objective}.json"
     cmd = [sys.executable, "-m", "graph_rec", "train", "graphlearner", "--dataset", name, "--out", str(out)]
-    cmd += ["--objective", args.objective, "--threads", str(args.threads)]
+    cmd += ["--objective", objective, "--threads", str(args.threads)]
     if args.seeds:
         cmd += ["--seeds", str(args.seeds)]
-    if args.bf16:
-        cmd.append("--bf16")
+    if args.bf16 is not None:
+        cmd.append("--bf16" if args.bf16 else "--no-bf16")
     start = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    log = Path(args.out_dir) / f"graphlearner_{name}_{objective}.log"
+    with log.open("w") as f:  # per-seed lines; parallel jobs would interleave on a shared stdout
+        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT)
     return json.loads(out.read_text()), time.perf_counter() - start, cmd
 
 
@@ -44,15 +47,15 @@ def fmt(m: dict, prefix: str, key: str) -> str:
 
 def table(rows: list[tuple[str, dict, float]]) -> str:
     lines = [
-        "| dataset | seeds | protocol | ACC | NMI | ARI | F1 | reference ACC/NMI/ARI/F1 | s/seed (train) | wall s |",
-        "|---|---:|---|---|---|---|---|---|---:|---:|",
+        "| dataset | objective | seeds | protocol | ACC | NMI | ARI | F1 | reference ACC/NMI/ARI/F1 | s/seed (train) | wall s |",
+        "|---|---|---:|---|---|---|---|---|---|---:|---:|",
     ]
     for name, m, wall in rows:
         ref = "/".join(f"{v:.2f}" for v in REFERENCE.get(name, ())) or "-"
         for prefix, label in (("best", "best epoch"), ("last", "final epoch")):
             cells = " | ".join(fmt(m, prefix, k) for k in ("acc", "nmi", "ari", "f1"))
             lines.append(
-                f"| {name} | {m['seeds']} | {label} | {cells} | {ref if prefix == 'best' else ''} | "
+                f"| {name} | {m['objective']} | {m['seeds']} | {label} | {cells} | {ref if prefix == 'best' else ''} | "
                 f"{m['train_seconds_per_seed']:.1f} | {wall:.0f} |"
             )
     return "\n".join(lines)
@@ -61,15 +64,21 @@ def table(rows: list[tuple[str, dict, float]]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["cora", "citeseer", "bat", "eat"])
+    p.add_argument(
+        "--objectives", nargs="+", choices=["adversarial", "joint"], default=["adversarial", "joint"]
+    )
     p.add_argument("--seeds", type=int, default=None, help="override the configs' 10 seeds")
-    p.add_argument("--objective", choices=["adversarial", "joint"], default="adversarial")
-    p.add_argument("--bf16", action="store_true")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="override the configs")
+    p.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (threads x jobs <= cores)")
     p.add_argument("--out-dir", default="runs/graph_rec/bench")
     args = p.parse_args()
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    runs = [(name, objective) for name in args.datasets for objective in args.objectives]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(lambda r: run_dataset(*r, args), runs))
     rows = []
-    for name in args.datasets:
-        metrics, wall, cmd = run_dataset(name, args)
+    for (name, _), (metrics, wall, cmd) in zip(runs, results):
         print("$ " + " ".join(cmd[1:]), file=sys.stderr)
         rows.append((name, metrics, wall))
     print(table(rows))
