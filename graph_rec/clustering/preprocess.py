@@ -5,7 +5,7 @@ X̃ = Â^t X with Â = D̃^{-1/2}(A+I)D̃^{-1/2} (A without its stored self-loop
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,6 +21,14 @@ class ClusteringInputs:
     smoothed: torch.Tensor  # [n, d'] X̃ = Â^t X (view 1, fixed)
     edge_index: torch.Tensor  # [2, E] directed edges of A without self-loops (both directions)
     num_nodes: int
+
+    def to(self, device: str | torch.device) -> ClusteringInputs:
+        return replace(
+            self,
+            features=self.features.to(device),
+            smoothed=self.smoothed.to(device),
+            edge_index=self.edge_index.to(device),
+        )
 
 
 def remove_self_loops(adj: sp.spmatrix) -> sp.csr_matrix:

@@ -36,6 +36,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
         help="bfloat16 for the n x n InfoNCE products and the linear layers (config default)",
     )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument(
+        "--device", default="cpu", help="torch device for training, e.g. cuda (k-means stays on the CPU)"
+    )
 
 
 def resolve_config(args: argparse.Namespace, num_features: int, num_classes: int) -> GraphLearnerConfig:
@@ -65,6 +68,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = resolve_config(args, graph.num_features, graph.num_classes)
     with threadpool_limits(args.threads):
         inputs = prepare_inputs(graph, cfg.pca_dim, cfg.smooth_steps)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: no CUDA device is visible to torch; use --device cpu")
+    inputs = inputs.to(args.device)
     results = []
     for seed in range(args.seed, args.seed + cfg.seeds):
         r = train_seed(inputs, graph.labels, cfg, seed)
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         results.append(r)
     out: dict[str, Any] = {"model": "graphlearner", "dataset": graph.name, "objective": cfg.objective}
+    out["device"] = str(args.device)
     out["seeds"] = cfg.seeds
     out["epochs"] = cfg.epochs
     out.update({f"best_{k}": v for k, v in mean_std([r.best for r in results]).items()})

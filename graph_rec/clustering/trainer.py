@@ -72,7 +72,7 @@ class GraphLearner(torch.nn.Module):
 def refined_weights(edge_index: torch.Tensor, s: torch.Tensor, mult: torch.Tensor, n: int) -> torch.Tensor:
     w = s * mult
     # A row masked away entirely keeps its node's own features (a self-loop) instead of zeros.
-    rowsum = torch.zeros(n, dtype=w.dtype).index_add_(0, edge_index[0], w.detach())
+    rowsum = torch.zeros(n, dtype=w.dtype, device=w.device).index_add_(0, edge_index[0], w.detach())
     loops = (edge_index[0] == edge_index[1]) & (rowsum[edge_index[0]] <= 0)
     w = torch.where(loops, torch.ones_like(w), w)
     return row_normalise(edge_index, w, n)
@@ -83,6 +83,11 @@ def accumulate_gradients(params: list[torch.nn.Parameter], sums: list[torch.Tens
     for p, total in zip(params, sums):
         if p.grad is not None:
             p.grad = total.add_(p.grad).clone()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def seed_everything(seed: int) -> None:
@@ -98,7 +103,7 @@ def augmentation_loss(inp: ClusteringInputs, v: Views) -> torch.Tensor:
 
 def train_seed(inp: ClusteringInputs, labels: np.ndarray, cfg: GraphLearnerConfig, seed: int) -> SeedResult:
     seed_everything(seed)
-    model = GraphLearner(inp.features.shape[1], cfg)
+    model = GraphLearner(inp.features.shape[1], cfg).to(inp.features.device)
     enc_params = list(model.encoder.parameters())
     aug_params = list(model.attr.parameters()) + list(model.struct.parameters())
     optimisers = [
@@ -112,9 +117,10 @@ def train_seed(inp: ClusteringInputs, labels: np.ndarray, cfg: GraphLearnerConfi
     best: dict[str, float] = {"acc": -1.0}
     best_epoch, history, eval_seconds, eval_cpu = -1, [], 0.0, 0.0
     matmul_dtype = torch.bfloat16 if cfg.bf16 else torch.float32
+    device = inp.features.device
     start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in range(cfg.epochs):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast(inp.features.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             views = model(inp, multiplier)
             losses = Losses(
                 info_nce(views.f1, views.f2, cfg.temperature, matmul_dtype),
@@ -131,6 +137,7 @@ def train_seed(inp: ClusteringInputs, labels: np.ndarray, cfg: GraphLearnerConfi
         if epoch > cfg.refine_start and epoch % cfg.refine_every == 0:
             multiplier = refine_step(inp, views, cfg, seed * 100_000 + epoch)
         if cfg.eval_every > 0 and epoch % cfg.eval_every == 0:
+            _sync(device)  # GPU kernels run asynchronously: close the training interval first
             t0, c0 = time.perf_counter(), time.process_time()
             metrics = evaluate(
                 model, inp, multiplier, labels, cfg.n_clusters, cfg.monitor_n_init, seed + epoch
@@ -140,6 +147,7 @@ def train_seed(inp: ClusteringInputs, labels: np.ndarray, cfg: GraphLearnerConfi
                 best, best_epoch = metrics, epoch
             eval_seconds += time.perf_counter() - t0
             eval_cpu += time.process_time() - c0
+    _sync(device)
     total, total_cpu = time.perf_counter() - start, time.process_time() - cpu_start
     last = evaluate(model, inp, multiplier, labels, cfg.n_clusters, cfg.final_n_init, seed)
     if best_epoch < 0:  # evaluation disabled: the final embedding is the only one scored
@@ -151,16 +159,16 @@ def train_seed(inp: ClusteringInputs, labels: np.ndarray, cfg: GraphLearnerConfi
 def refine_step(inp: ClusteringInputs, views: Views, cfg: GraphLearnerConfig, km_seed: int) -> torch.Tensor:
     f1, f2 = views.f1.detach().float(), views.f2.detach().float()
     z = (f1 + f2) / 2
-    pred, centers = kmeans(z.numpy(), cfg.n_clusters, cfg.monitor_n_init, km_seed)
-    conf = confidence(z, torch.from_numpy(centers))
+    pred, centers = kmeans(z.cpu().numpy(), cfg.n_clusters, cfg.monitor_n_init, km_seed)
+    conf = confidence(z, torch.from_numpy(centers).to(z.device))
     high = high_confidence_mask(conf, cfg.tau)
-    return refinement_multiplier(views.edge_index, torch.from_numpy(pred), high, f1, f2)
+    return refinement_multiplier(views.edge_index, torch.from_numpy(pred).to(z.device), high, f1, f2)
 
 
 @torch.no_grad()
 def embed(model: GraphLearner, inp: ClusteringInputs, multiplier: torch.Tensor | None) -> np.ndarray:
     v = model(inp, multiplier)
-    return ((v.f1 + v.f2) / 2).numpy()
+    return ((v.f1 + v.f2) / 2).float().cpu().numpy()
 
 
 def evaluate(

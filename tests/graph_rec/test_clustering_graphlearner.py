@@ -194,6 +194,7 @@ def _args(dataset: str | Path, **kw: object) -> Namespace:
         objective=None,
         eval_every=10,
         threads=1,
+        device="cpu",
     )
     base.update(kw)
     return Namespace(**base)
@@ -232,6 +233,15 @@ def test_smoke_run_on_synthetic_graph(tmp_path: Path, objective: str, bf16: bool
     for key in ("best_acc_mean", "best_nmi_mean", "last_ari_mean", "last_f1_std"):
         assert np.isfinite(out[key])
     assert out["best_acc_mean"] > 60  # three well separated communities
+
+
+@pytest.mark.gpu
+def test_smoke_run_on_cuda(tmp_path: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    _blob_graph(tmp_path / "blobs")
+    out = run(_args(tmp_path / "blobs", device="cuda", epochs=20))
+    assert out["device"] == "cuda" and out["best_acc_mean"] > 60
 
 
 def test_accumulated_gradients_are_running_sums() -> None:
