@@ -67,6 +67,19 @@ def test_compare_writes_jsonl_and_table(tmp_path: Path, capsys: pytest.CaptureFi
     assert "| reference | vanilla |" in table and "mask_1hop" in table
 
 
+def test_compare_parallel_jobs_match_serial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _sbm_folder(tmp_path / "sbm")
+    common = ["--datasets", "sbm", "--variants", "vanilla", "mask_1hop", "--seeds", "1", "--epochs", "5",
+              "--threads", "1", "--data-root", str(tmp_path)]  # fmt: skip
+    compare_main([*common, "--out", str(tmp_path / "serial.jsonl")])
+    compare_main([*common, "--out", str(tmp_path / "parallel.jsonl"), "--jobs", "2"])
+    rows = {}
+    for name in ("serial", "parallel"):
+        lines = [json.loads(x) for x in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+        rows[name] = {r["variant"]: r["test_acc_mean"] for r in lines}
+    assert rows["parallel"] == rows["serial"]  # same seeds, same results, whichever process ran them
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (default_data_root() / "cora").is_dir(), reason="no Cora data")
 def test_cora_smoke_learns_something() -> None:
