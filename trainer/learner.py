@@ -277,12 +277,15 @@ class Learner:
         if getattr(opt, "cpu_offload", False) or getattr(opt, "offload_optimizer", False):
             opt.reset_cpu_buffers()
         averaged = getattr(opt, "averaged_gradients", None)
-        if isinstance(averaged, dict):
-            averaged.clear()
         all_grads = getattr(opt, "all_grad_tensors", None)
-        if isinstance(all_grads, dict):
-            for k in list(all_grads):
+        if isinstance(all_grads, dict) and isinstance(
+            averaged, dict
+        ):  # ZeRO-1/2: keep the keys, drop the tensors
+            for k in list(averaged):
+                averaged[k] = None
                 all_grads[k] = None
+        elif isinstance(averaged, dict):  # ZeRO-3
+            averaged.clear()
         flat = getattr(opt, "grad_partitions_flat_buffer", None)  # ZeRO-3 accumulates into it in place
         if torch.is_tensor(flat):
             flat.zero_()

@@ -103,7 +103,8 @@ def augmentation_loss(inp: ClusteringInputs, v: Views) -> torch.Tensor:
 
 def train_seed(inp: ClusteringInputs, labels: np.ndarray, cfg: GraphLearnerConfig, seed: int) -> SeedResult:
     seed_everything(seed)
-    model = GraphLearner(inp.features.shape[1], cfg).to(inp.features.device)
+    device = inp.features.device
+    model = GraphLearner(inp.features.shape[1], cfg).to(device)
     enc_params = list(model.encoder.parameters())
     aug_params = list(model.attr.parameters()) + list(model.struct.parameters())
     optimisers = [
@@ -117,10 +118,9 @@ def train_seed(inp: ClusteringInputs, labels: np.ndarray, cfg: GraphLearnerConfi
     best: dict[str, float] = {"acc": -1.0}
     best_epoch, history, eval_seconds, eval_cpu = -1, [], 0.0, 0.0
     matmul_dtype = torch.bfloat16 if cfg.bf16 else torch.float32
-    device = inp.features.device
     start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in range(cfg.epochs):
-        with torch.autocast(inp.features.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             views = model(inp, multiplier)
             losses = Losses(
                 info_nce(views.f1, views.f2, cfg.temperature, matmul_dtype),
