@@ -18,17 +18,24 @@ from tests.conftest import tiny_overrides
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(k: int) -> list[int]:
+    """k distinct free ports: every socket stays bound until all are chosen, so the OS cannot hand the same
+    port out twice (picking them one by one once gave the dashboard and the agent's gRPC the same port)."""
+    socks = [socket.socket() for _ in range(k)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @pytest.mark.slow
 def test_ray_job_submit_runs_a_recipe(tiny_model, tmp_path):
     ray_bin = str(Path(sys.executable).parent / "ray")
     temp = f"/tmp/frj_{os.getpid()}"
-    gcs, dash = _free_port(), _free_port()
+    gcs, dash, agent_http, agent_grpc, metrics, runtime_env = _free_ports(6)
     # Ray 2.60 clusters use token auth by default; the CLI client sends ~/.ray/auth_token only in token mode.
     env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS")
@@ -48,13 +55,13 @@ def test_ray_job_submit_runs_a_recipe(tiny_model, tmp_path):
             "--temp-dir",
             temp,
             "--dashboard-agent-listen-port",
-            str(_free_port()),
+            str(agent_http),
             "--dashboard-agent-grpc-port",
-            str(_free_port()),
+            str(agent_grpc),
             "--metrics-export-port",
-            str(_free_port()),
+            str(metrics),
             "--runtime-env-agent-port",
-            str(_free_port()),
+            str(runtime_env),
             "--min-worker-port",
             "20000",
             "--max-worker-port",
