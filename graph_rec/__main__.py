@@ -7,11 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from graph_rec.registry import load_all
+from graph_rec.registry import MODEL_HOME, ModelEntry, load_all, load_model
 
 
-def build_parser() -> argparse.ArgumentParser:
-    models = load_all()
+def build_parser(models: dict[str, ModelEntry] | None = None) -> argparse.ArgumentParser:
+    models = load_all() if models is None else models
     parser = argparse.ArgumentParser(prog="python -m graph_rec")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train and evaluate a model")
@@ -33,9 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    models = load_all()
+    argv = sys.argv[1:] if argv is None else argv
+    # `train MODEL ...` imports MODEL's module only; `list`, --help and typos see every model.
+    chosen = argv[1] if len(argv) > 1 and argv[0] == "train" and argv[1] in MODEL_HOME else None
+    models = {chosen: load_model(chosen)} if chosen else load_all()
+    args = build_parser(models).parse_args(argv)
     if args.command == "list":
         for entry in models.values():
             print(f"{entry.name:24s} {entry.help}")

@@ -5,9 +5,11 @@ node in the two views and the denominator holds only the negatives (Σ_j≠i), a
 
 The loss is one autograd Function because the n x n similarity matrix is the whole cost of an
 epoch on Cora-sized graphs: autograd's generic chain (divide, mask, logsumexp, their backward)
-would allocate and sweep five n x n temporaries, while the fused version keeps one softmax matrix
-and does the three n x n x d products, optionally in bfloat16 (5x faster on AVX512-BF16 CPUs;
-the softmax and the reduction stay in float32).
+would allocate and sweep five n x n temporaries, while the fused version makes three passes over one
+n x n matrix besides the three n x n x d products. With ``matmul_dtype=torch.bfloat16`` the products
+(5x faster on AVX512-BF16 CPUs) and the exponentials are bfloat16 (logits are cosines / T, so the
+exponentials carry bf16's 0.4% relative rounding, the same as the products they come from); the row
+sums accumulate in float32 and the loss is float32.
 """
 
 from __future__ import annotations
@@ -29,34 +31,41 @@ class Encoder(nn.Module):
 
 
 class _InfoNCE(torch.autograd.Function):
+    # Cosines are bounded by 1, so the logits s/T are bounded by 1/T and exp needs no row-max shift
+    # below this bound (e^50 times a million nodes is still far from float32's limit).
+    _NO_SHIFT_BELOW = 50.0
+
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, z1: torch.Tensor, z2: torch.Tensor, temperature: float, dtype: torch.dtype
     ) -> torch.Tensor:
-        a, b = z1.to(dtype), z2.to(dtype)
-        sim = (a @ b.T).to(torch.promote_types(z1.dtype, torch.float32))
-        if temperature != 1.0:
-            sim.mul_(1.0 / temperature)
-        pos = sim.diagonal().clone()
-        sim.diagonal().fill_(float("-inf"))  # the denominator holds the negatives only
-        row_max = sim.amax(dim=1, keepdim=True)
-        probs = sim.sub_(row_max).exp_()  # in place: sim becomes the off-diagonal softmax
-        total = probs.sum(dim=1, keepdim=True)
-        probs.div_(total)
-        lse = (row_max + total.log()).squeeze(1)
-        ctx.save_for_backward(probs, a, b)
-        ctx.temperature, ctx.in_dtypes = temperature, (z1.dtype, z2.dtype)
-        return (lse - pos).mean()
+        inv_t = 1.0 / temperature
+        a, b = (z1 * inv_t).to(dtype), z2.to(dtype)  # logits = a bᵀ = s / T
+        logits = a @ b.T
+        shift = inv_t if inv_t > _InfoNCE._NO_SHIFT_BELOW else 0.0
+        if shift:
+            logits.sub_(shift)
+        # Everything n x n stays in the product dtype, in place: exp_, then a row sum that accumulates in
+        # float32 internally (a float32 copy of the matrix would cost more passes than the products save).
+        expo = logits.exp_()
+        expo.diagonal().zero_()  # the denominator holds the negatives only
+        total = expo.sum(dim=1).to(torch.promote_types(z1.dtype, torch.float32))
+        pos = (z1 * z2).sum(dim=1) * inv_t  # the positive logit, from the full-precision inputs
+        ctx.save_for_backward(expo, total, a, b)
+        ctx.inv_t, ctx.in_dtypes = inv_t, (z1.dtype, z2.dtype)
+        return (total.log() + shift - pos).mean()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        probs, a, b = ctx.saved_tensors
-        n = probs.shape[0]
-        # dL/dsim_ij = (softmax_ij - δ_ij) / (n T); a copy keeps the saved matrix intact for a second backward.
-        g = probs.to(a.dtype, copy=True)
-        g.diagonal().sub_(1.0)
-        g.mul_(grad.to(g.dtype) / (n * ctx.temperature))
-        return (g @ b).to(ctx.in_dtypes[0]), (g.T @ a).to(ctx.in_dtypes[1]), None, None
+        expo, total, a, b = ctx.saved_tensors
+        n = expo.shape[0]
+        # dL/dlogit_ij = (softmax_ij − δ_ij) / n with softmax_ii = 0; a new matrix, so the saved one stays
+        # intact for a second backward.
+        g = expo * ((grad / n) / total).to(expo.dtype).unsqueeze(1)
+        g.diagonal().fill_((-grad / n).to(g.dtype))  # a 0-dim tensor: no host sync on GPUs
+        dz1 = (g @ b).mul_(ctx.inv_t)  # logits = (z1 / T) z2ᵀ
+        dz2 = g.T @ a
+        return dz1.to(ctx.in_dtypes[0]), dz2.to(ctx.in_dtypes[1]), None, None
 
 
 def info_nce(

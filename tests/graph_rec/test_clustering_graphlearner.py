@@ -86,6 +86,32 @@ def test_propagate_and_structure_mse_match_dense() -> None:
     torch.testing.assert_close(structure_mse(ei, w, n), ((g + torch.eye(n, dtype=w.dtype) - a) ** 2).mean())
 
 
+def test_segment_softmax_matches_pyg() -> None:
+    from torch_geometric.utils import softmax as pyg_softmax
+
+    from graph_rec.clustering.augmentors import segment_softmax
+
+    index = torch.tensor([0, 2, 0, 2, 2, 4])  # groups 1 and 3 are empty
+    logits = torch.randn(6, dtype=torch.float64, requires_grad=True) * 30
+    torch.testing.assert_close(segment_softmax(logits, index, 5), pyg_softmax(logits, index, num_nodes=5))
+    torch.autograd.gradcheck(lambda x: segment_softmax(x, index, 5), (logits.detach().requires_grad_(),))
+
+
+def test_propagate_gradients_match_autograd_in_any_edge_order() -> None:
+    # Edges shuffled out of (row, col) order and one weight-1 self-loop, as with_isolated_self_loops appends.
+    n, ei = 6, _ring()
+    ei = torch.cat([ei, torch.tensor([[2], [2]])], 1)[:, torch.randperm(ei.shape[1] + 1)]
+    w = torch.rand(ei.shape[1], dtype=torch.float64, requires_grad=True)
+    x = torch.randn(n, 3, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(lambda w, x: propagate(ei, w, x, 3), (w, x))
+    g = _dense(ei, w, n)
+    (propagate(ei, w, x, 2) ** 2).sum().backward()
+    dw, dx = w.grad.clone(), x.grad.clone()
+    w.grad = x.grad = None
+    ((g @ g @ x) ** 2).sum().backward()
+    torch.testing.assert_close((dw, dx), (w.grad, x.grad))
+
+
 def test_info_nce_matches_formula() -> None:
     z1, z2 = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
     s = torch.nn.functional.cosine_similarity(z1[:, None], z2[None], dim=-1) / 0.5
@@ -99,6 +125,11 @@ def test_fused_info_nce_gradients() -> None:
     z1 = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
     z2 = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b: info_nce(a, b, 0.7), (z1, z2))
+    # T = 0.01: logits up to 100 take the shifted-exponential branch
+    assert torch.autograd.gradcheck(lambda a, b: info_nce(a, b, 0.01), (z1, z2))
+    s = torch.nn.functional.cosine_similarity(z1[:, None], z2[None], dim=-1) / 0.01
+    off = s.masked_fill(torch.eye(7, dtype=torch.bool), float("-inf"))
+    torch.testing.assert_close(info_nce(z1, z2, 0.01), (off.logsumexp(1) - s.diagonal()).mean())
     # bfloat16 products: same loss and gradients up to bf16 rounding
     a, b = torch.randn(300, 32, requires_grad=True), torch.randn(300, 32, requires_grad=True)
     exact = info_nce(a, b)

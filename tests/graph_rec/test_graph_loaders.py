@@ -90,3 +90,30 @@ def test_shape_mismatch_is_reported(tmp_path: Path) -> None:
     np.save(tmp_path / "odd" / "labels.npy", np.array([0, 1]))
     with pytest.raises(ValueError, match="inconsistent shapes"):
         load_graph(tmp_path / "odd")
+
+
+def test_model_home_table_matches_what_the_modules_register() -> None:
+    import importlib
+
+    from graph_rec import registry
+
+    for name, module in registry.MODEL_HOME.items():
+        importlib.import_module(module)
+        assert registry._MODELS[name].runner.__module__ == module, name
+    assert set(registry.load_all()) == set(registry.MODEL_HOME)
+
+
+def test_train_imports_only_the_chosen_model_module() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from graph_rec.__main__ import main\n"
+        "try:\n    main(['train', 'graphlearner', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('graph_rec.', 'torch_geometric'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = out.strip().splitlines()[-1]
+    assert "graph_rec.clustering.runner" in loaded
+    assert "graph_rec.transformer" not in loaded and "graph_rec.recsys" not in loaded
+    assert "torch_geometric" not in loaded  # GraphLearner needs no PyG (2 s of imports)
