@@ -63,19 +63,45 @@ def config_path(dataset: str) -> Path:
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> GraphLearnerConfig:
     raw = json.loads(Path(path).read_text())
     raw.pop("_comment", None)
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return config_from_dict(raw, str(path), overrides)
+
+
+def config_from_dict(
+    raw: dict[str, Any], source: str, overrides: dict[str, Any] | None = None
+) -> GraphLearnerConfig:
+    """Build and type-check a config; ``source`` names the file (or flag) in every error message."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    raw = {**raw, **overrides}
+
+    def where(*keys: str) -> str:  # blame the command-line override, not the file, when it is at fault
+        return f"{source} (overridden by --set)" if any(k in overrides for k in keys) else source
+
     known = {f.name: f for f in fields(GraphLearnerConfig)}
     unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ValueError(f"{path}: unknown keys {unknown}; valid keys are {sorted(known)}")
+        raise ValueError(f"{where(*unknown)}: unknown keys {unknown}; valid keys are {sorted(known)}")
     for name, f in known.items():
         if name not in raw and f.default is MISSING:
-            raise ValueError(f"{path}: required key {name!r} is missing")
+            raise ValueError(f"{source}: required key {name!r} is missing")
         if name in raw:
             expected = type(f.default) if f.default is not MISSING else int
-            if expected is float and isinstance(raw[name], int):
+            if expected is float and isinstance(raw[name], int) and not isinstance(raw[name], bool):
                 raw[name] = float(raw[name])
             # bool is a subclass of int: reject True for an int field, accept it for a bool field
             if not isinstance(raw[name], expected) or (isinstance(raw[name], bool) and expected is not bool):
-                raise ValueError(f"{path}: {name}={raw[name]!r} should be {expected.__name__}")
+                raise ValueError(f"{where(name)}: {name}={raw[name]!r} should be {expected.__name__}")
     return GraphLearnerConfig(**raw)
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, Any]:
+    """``["lr_encoder=5e-4", "objective=joint"]`` -> values parsed as JSON (bare words stay strings)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: write KEY=VALUE, e.g. --set smooth_steps=3")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out

@@ -15,7 +15,13 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from graph_rec.clustering.config import GraphLearnerConfig, config_path, load_config
+from graph_rec.clustering.config import (
+    GraphLearnerConfig,
+    config_from_dict,
+    config_path,
+    load_config,
+    parse_assignments,
+)
 from graph_rec.clustering.preprocess import prepare_inputs
 from graph_rec.clustering.trainer import train_seed
 from graph_rec.data.graphs import load_graph
@@ -35,6 +41,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="bfloat16 for the n x n InfoNCE products and the linear layers (config default)",
     )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="override any config field (repeatable), e.g. --set smooth_steps=3 --set temperature=0.5",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument(
         "--device", default="cpu", help="torch device for training, e.g. cuda (k-means stays on the CPU)"
@@ -42,21 +55,21 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace, num_features: int, num_classes: int) -> GraphLearnerConfig:
-    overrides = {
+    overrides = parse_assignments(getattr(args, "set", None))
+    flags = {
         "seeds": args.seeds,
         "epochs": args.epochs,
         "objective": args.objective,
         "eval_every": args.eval_every,
         "bf16": getattr(args, "bf16", None),
     }
+    overrides.update({k: v for k, v in flags.items() if v is not None})  # a dedicated flag wins over --set
     path = args.config or config_path(str(args.dataset))
     if args.config or path.is_file():
         cfg = load_config(path, overrides)
     else:  # a user's own folder: paper defaults sized to the data
-        cfg = GraphLearnerConfig(n_clusters=num_classes, pca_dim=min(500, num_features))
-        for k, v in overrides.items():
-            if v is not None:
-                setattr(cfg, k, v)
+        defaults = {"n_clusters": num_classes, "pca_dim": min(500, num_features)}
+        cfg = config_from_dict(defaults, "defaults for a dataset without a config file", overrides)
     cfg.validate(num_features)
     return cfg
 

@@ -199,6 +199,22 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         GraphLearnerConfig(n_clusters=2, pca_dim=50).validate(num_features=10)
 
 
+def test_set_overrides_any_field_and_bad_ones_blame_the_flag(tmp_path: Path) -> None:
+    from graph_rec.clustering.config import parse_assignments
+
+    good = tmp_path / "c.json"
+    good.write_text(json.dumps({"n_clusters": 3}))
+    sets = parse_assignments(["smooth_steps=3", "temperature=1", "objective=joint", "bf16=true"])
+    cfg = load_config(good, sets)
+    assert (cfg.smooth_steps, cfg.temperature, cfg.objective, cfg.bf16) == (3, 1.0, "joint", True)
+    with pytest.raises(ValueError, match=r"overridden by --set.*learning_rate"):
+        load_config(good, parse_assignments(["learning_rate=0.1"]))
+    with pytest.raises(ValueError, match=r"overridden by --set.*smooth_steps='x'"):
+        load_config(good, parse_assignments(["smooth_steps=x"]))
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_assignments(["smooth_steps"])
+
+
 def _blob_graph(folder: Path, n_per: int = 20, k: int = 3, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     y = np.repeat(np.arange(k), n_per)
