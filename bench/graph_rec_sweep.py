@@ -34,7 +34,16 @@ def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
 def run_one(setting: dict[str, str], args: argparse.Namespace, tag: str) -> tuple[dict, float]:
     out = Path(args.out_dir) / f"{args.dataset}_{tag}.json"
     cmd = [sys.executable, "-m", "graph_rec", "train", "graphlearner", "--dataset", args.dataset]
-    cmd += ["--out", str(out), "--seeds", str(args.seeds), "--threads", str(args.threads), "--device", args.device]
+    cmd += [
+        "--out",
+        str(out),
+        "--seeds",
+        str(args.seeds),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+    ]
     if args.objective:
         cmd += ["--objective", args.objective]
     if args.data_root:
