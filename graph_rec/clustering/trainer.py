@@ -6,6 +6,11 @@ part of the method) but not the label-peeking evaluations, which are a protocol 
 Every ``eval_every`` epochs the embedding (F1 + F2)/2 is clustered by k-means and scored; the
 literature (and the released code) reports the epoch with the best ACC, which peeks at the labels.
 We report it ("best", for comparability) *and* the label-free final-epoch score ("last").
+
+``best_single`` is the released code's variant of the peeking protocol: one single-initialisation
+(k-means++) k-means per evaluation epoch, best ACC over epochs. It is not our headline (the issue asks for
+restarts); it is kept because on small graphs the spread of single-init k-means across epochs is
+itself a lottery worth several points, which is part of how the literature's numbers arise.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from graph_rec.metrics.clustering import clustering_metrics, kmeans
 class SeedResult:
     best: dict[str, float]  # metrics at the best-ACC evaluation epoch (literature protocol)
     last: dict[str, float]  # metrics of the final embedding (no label peeking)
+    best_single: dict[str, float]  # best-ACC epoch when each evaluation is one single-init k-means
     best_epoch: int
     train_seconds: float  # optimisation only
     total_seconds: float  # including the periodic k-means evaluations
@@ -116,6 +122,7 @@ def train_seed(inp: ClusteringInputs, labels: np.ndarray, cfg: GraphLearnerConfi
     grad_sums = [torch.zeros_like(p) for p in all_params] if cfg.accumulate_grads else None
     multiplier: torch.Tensor | None = None
     best: dict[str, float] = {"acc": -1.0}
+    best_single: dict[str, float] = {"acc": -1.0}
     best_epoch, history, eval_seconds, eval_cpu = -1, [], 0.0, 0.0
     matmul_dtype = torch.bfloat16 if cfg.bf16 else torch.float32
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -139,20 +146,23 @@ def train_seed(inp: ClusteringInputs, labels: np.ndarray, cfg: GraphLearnerConfi
         if cfg.eval_every > 0 and epoch % cfg.eval_every == 0:
             _sync(device)  # GPU kernels run asynchronously: close the training interval first
             t0, c0 = time.perf_counter(), time.process_time()
-            metrics = evaluate(
-                model, inp, multiplier, labels, cfg.n_clusters, cfg.monitor_n_init, seed + epoch
-            )
+            z = embed(model, inp, multiplier)
+            metrics = score(z, labels, cfg.n_clusters, cfg.monitor_n_init, seed + epoch)
+            single = score(z, labels, cfg.n_clusters, 1, seed + epoch)
             history.append({"epoch": epoch, "loss_c": losses.contrastive.item(), **metrics})
             if metrics["acc"] >= best["acc"]:
                 best, best_epoch = metrics, epoch
+            best_single = max(best_single, single, key=lambda m: m["acc"])
             eval_seconds += time.perf_counter() - t0
             eval_cpu += time.process_time() - c0
     _sync(device)
     total, total_cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    last = evaluate(model, inp, multiplier, labels, cfg.n_clusters, cfg.final_n_init, seed)
+    last = score(embed(model, inp, multiplier), labels, cfg.n_clusters, cfg.final_n_init, seed)
     if best_epoch < 0:  # evaluation disabled: the final embedding is the only one scored
-        best, best_epoch = last, cfg.epochs - 1
-    return SeedResult(best, last, best_epoch, total - eval_seconds, total, total_cpu - eval_cpu, history)
+        best, best_epoch, best_single = last, cfg.epochs - 1, last
+    return SeedResult(
+        best, last, best_single, best_epoch, total - eval_seconds, total, total_cpu - eval_cpu, history
+    )
 
 
 @torch.no_grad()
@@ -171,14 +181,6 @@ def embed(model: GraphLearner, inp: ClusteringInputs, multiplier: torch.Tensor |
     return ((v.f1 + v.f2) / 2).float().cpu().numpy()
 
 
-def evaluate(
-    model: GraphLearner,
-    inp: ClusteringInputs,
-    multiplier: torch.Tensor | None,
-    labels: np.ndarray,
-    k: int,
-    n_init: int,
-    seed: int,
-) -> dict[str, float]:
-    pred, _ = kmeans(embed(model, inp, multiplier), k, n_init, seed)
+def score(z: np.ndarray, labels: np.ndarray, k: int, n_init: int, seed: int) -> dict[str, float]:
+    pred, _ = kmeans(z, k, n_init, seed)
     return clustering_metrics(labels, pred)

@@ -277,7 +277,7 @@ def test_smoke_run_on_synthetic_graph(tmp_path: Path, objective: str, bf16: bool
     )
     out = run(_args(tmp_path / "blobs", config=str(cfg), objective=objective, bf16=bf16 or None))
     assert out["seeds"] == 1 and out["objective"] == objective
-    for key in ("best_acc_mean", "best_nmi_mean", "last_ari_mean", "last_f1_std"):
+    for key in ("best_acc_mean", "best_nmi_mean", "last_ari_mean", "last_f1_std", "single_acc_mean"):
         assert np.isfinite(out[key])
     assert out["best_acc_mean"] > 60  # three well separated communities
 
