@@ -69,11 +69,20 @@ class _InfoNCE(torch.autograd.Function):
 
 
 def info_nce(
-    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 1.0, matmul_dtype: torch.dtype | None = None
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float = 1.0,
+    matmul_dtype: torch.dtype | None = None,
+    unit_rows: bool = False,
 ) -> torch.Tensor:
     """-mean_i log( e^{s_ii/T} / Σ_{j≠i} e^{s_ij/T} ), s = cosine similarity between views.
 
     ``matmul_dtype=torch.bfloat16`` runs the three n x n x d products in bfloat16 (default: z1's dtype).
+    ``unit_rows=True`` says the rows are already L2-normalised (the Encoder's output) and skips normalising
+    again: normalize∘normalize = normalize, and so are their gradients (the Jacobian of normalize at a unit
+    vector is the projection I − zzᵀ, which the inner Jacobian already contains).
     """
     dtype = matmul_dtype or z1.dtype
-    return _InfoNCE.apply(F.normalize(z1, dim=1), F.normalize(z2, dim=1), float(temperature), dtype)
+    if not unit_rows:
+        z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    return _InfoNCE.apply(z1, z2, float(temperature), dtype)

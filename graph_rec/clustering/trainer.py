@@ -130,7 +130,7 @@ def train_seed(inp: ClusteringInputs, labels: np.ndarray, cfg: GraphLearnerConfi
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             views = model(inp, multiplier)
             losses = Losses(
-                info_nce(views.f1, views.f2, cfg.temperature, matmul_dtype),
+                info_nce(views.f1, views.f2, cfg.temperature, matmul_dtype, unit_rows=True),
                 augmentation_loss(inp, views),
                 cfg.alpha,
             )

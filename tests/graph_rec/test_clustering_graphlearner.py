@@ -130,6 +130,12 @@ def test_fused_info_nce_gradients() -> None:
     s = torch.nn.functional.cosine_similarity(z1[:, None], z2[None], dim=-1) / 0.01
     off = s.masked_fill(torch.eye(7, dtype=torch.bool), float("-inf"))
     torch.testing.assert_close(info_nce(z1, z2, 0.01), (off.logsumexp(1) - s.diagonal()).mean())
+    # rows the Encoder already normalised: skipping the second normalisation changes nothing, gradients included
+    x1, x2 = z1.detach().clone().requires_grad_(), z2.detach().clone().requires_grad_()
+    enc = lambda x: torch.nn.functional.normalize(x, dim=1)  # noqa: E731
+    twice = torch.autograd.grad(info_nce(enc(x1), enc(x2), 0.7), (x1, x2))
+    once = torch.autograd.grad(info_nce(enc(x1), enc(x2), 0.7, unit_rows=True), (x1, x2))
+    torch.testing.assert_close(once, twice)
     # bfloat16 products: same loss and gradients up to bf16 rounding
     a, b = torch.randn(300, 32, requires_grad=True), torch.randn(300, 32, requires_grad=True)
     exact = info_nce(a, b)
