@@ -40,7 +40,7 @@ class GraphLearnerConfig:
     monitor_n_init: int = 5  # k-means restarts for the periodic evaluations / pseudo labels
     final_n_init: int = 20  # k-means restarts for the final embedding
     seeds: int = 10  # number of seeds 0..seeds-1 for mean +- std
-    bf16: bool = False  # bfloat16 for the n x n InfoNCE products and linear layers (5x faster on AVX512-BF16)
+    bf16: bool = False  # bf16 n x n InfoNCE matrix (products, exp) and linear layers (5x faster, AVX512-BF16)
 
     def validate(self, num_features: int | None = None) -> None:
         if self.objective not in ("adversarial", "joint"):
