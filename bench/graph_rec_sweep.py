@@ -20,6 +20,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]  # runs `python -m graph_rec` from the checkout, wherever we are
+
 
 def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
     grid = []
@@ -32,8 +34,10 @@ def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
 
 
 def run_one(setting: dict[str, str], args: argparse.Namespace, tag: str) -> tuple[dict, float]:
-    out = Path(args.out_dir) / f"{args.dataset}_{tag}.json"
-    cmd = [sys.executable, "-m", "graph_rec", "train", "graphlearner", "--dataset", args.dataset]
+    out = Path(args.out_dir).resolve() / f"{Path(args.dataset).name}_{tag}.json"
+    # The runs start in ROOT: paths the user gave relative to their own folder are made absolute first.
+    dataset = str(Path(args.dataset).resolve()) if Path(args.dataset).is_dir() else args.dataset
+    cmd = [sys.executable, "-m", "graph_rec", "train", "graphlearner", "--dataset", dataset]
     cmd += [
         "--out",
         str(out),
@@ -47,12 +51,12 @@ def run_one(setting: dict[str, str], args: argparse.Namespace, tag: str) -> tupl
     if args.objective:
         cmd += ["--objective", args.objective]
     if args.data_root:
-        cmd += ["--data-root", args.data_root]
+        cmd += ["--data-root", str(Path(args.data_root).resolve())]
     for key, value in setting.items():
         cmd += ["--set", f"{key}={value}"]
     start = time.perf_counter()
-    with (Path(args.out_dir) / f"{args.dataset}_{tag}.log").open("w") as log:
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+    with out.with_suffix(".log").open("w") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     return json.loads(out.read_text()), time.perf_counter() - start
 
 

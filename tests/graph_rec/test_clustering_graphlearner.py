@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 from graph_rec.clustering.augmentors import (
@@ -26,6 +25,7 @@ from graph_rec.clustering.runner import run
 from graph_rec.clustering.trainer import refined_weights
 from graph_rec.data import default_data_root
 from graph_rec.data.graphs import load_graph
+from tests.support.graphs import blob_graph
 
 torch.set_num_threads(1)
 
@@ -221,21 +221,6 @@ def test_set_overrides_any_field_and_bad_ones_blame_the_flag(tmp_path: Path) -> 
         parse_assignments(["smooth_steps"])
 
 
-def _blob_graph(folder: Path, n_per: int = 20, k: int = 3, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(k), n_per)
-    feats = (rng.random((len(y), 30)) < 0.1).astype(np.float32)
-    feats[np.arange(len(y)), y * 10 + rng.integers(0, 10, len(y))] = 1  # class-specific words
-    same = y[:, None] == y[None]
-    p = np.where(same, 0.3, 0.01)
-    a = np.triu(rng.random(p.shape) < p, 1)
-    a = (a | a.T).astype(np.float32)
-    folder.mkdir()
-    sp.save_npz(folder / "features.npz", sp.csr_matrix(feats))
-    sp.save_npz(folder / "adj.npz", sp.csr_matrix(a))
-    np.save(folder / "labels.npy", y)
-
-
 def _args(dataset: str | Path, **kw: object) -> Namespace:
     base = dict(
         dataset=str(dataset),
@@ -263,7 +248,7 @@ def _args(dataset: str | Path, **kw: object) -> Namespace:
     ],
 )
 def test_smoke_run_on_synthetic_graph(tmp_path: Path, objective: str, bf16: bool, accumulate: bool) -> None:
-    _blob_graph(tmp_path / "blobs")
+    blob_graph(tmp_path / "blobs")
     # refinement after epoch 10 every 10 epochs exercises stage 2 in a 30-epoch run
     cfg = tmp_path / "cfg.json"
     cfg.write_text(
@@ -292,7 +277,7 @@ def test_smoke_run_on_synthetic_graph(tmp_path: Path, objective: str, bf16: bool
 def test_smoke_run_on_cuda(tmp_path: Path) -> None:
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    _blob_graph(tmp_path / "blobs")
+    blob_graph(tmp_path / "blobs")
     out = run(_args(tmp_path / "blobs", device="cuda", epochs=20))
     assert out["device"] == "cuda" and out["best_acc_mean"] > 60
 
