@@ -42,6 +42,7 @@ class _InfoNCE(torch.autograd.Function):
         inv_t = 1.0 / temperature
         a, b = (z1 * inv_t).to(dtype), z2.to(dtype)  # logits = a bᵀ = s / T
         logits = a @ b.T
+        # (At such temperatures bfloat16 logits round to ~1/T / 256: use float32 products there.)
         shift = inv_t if inv_t > _InfoNCE._NO_SHIFT_BELOW else 0.0
         if shift:
             logits.sub_(shift)
