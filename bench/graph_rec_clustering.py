@@ -26,19 +26,29 @@ REFERENCE = {  # CONVERT (same authors, same protocol) as quoted in GRAPH_REC.md
 }
 
 
-def run_dataset(name: str, objective: str, args: argparse.Namespace) -> tuple[dict, float, list[str]]:
-    out = Path(args.out_dir) / f"graphlearner_{name}_{objective}.json"
-    cmd = [sys.executable, "-m", "graph_rec", "train", "graphlearner", "--dataset", name, "--out", str(out)]
-    cmd += ["--objective", objective, "--threads", str(args.threads)]
-    if args.seeds:
-        cmd += ["--seeds", str(args.seeds)]
-    if args.bf16 is not None:
-        cmd.append("--bf16" if args.bf16 else "--no-bf16")
+ROOT = Path(__file__).resolve().parents[1]  # runs start in the checkout, wherever the script is called from
+
+
+def run_graphlearner(options: list[str], out: Path) -> tuple[dict, float, list[str]]:
+    """``python -m graph_rec train graphlearner OPTIONS --out OUT``: metrics, wall seconds, the command.
+
+    The per-seed lines go to OUT with a .log suffix (parallel jobs would interleave on a shared stdout).
+    """
+    out = out.resolve()
+    cmd = [sys.executable, "-m", "graph_rec", "train", "graphlearner", *options, "--out", str(out)]
     start = time.perf_counter()
-    log = Path(args.out_dir) / f"graphlearner_{name}_{objective}.log"
-    with log.open("w") as f:  # per-seed lines; parallel jobs would interleave on a shared stdout
-        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT)
+    with out.with_suffix(".log").open("w") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     return json.loads(out.read_text()), time.perf_counter() - start, cmd
+
+
+def run_dataset(name: str, objective: str, args: argparse.Namespace) -> tuple[dict, float, list[str]]:
+    options = ["--dataset", name, "--objective", objective, "--threads", str(args.threads)]
+    if args.seeds:
+        options += ["--seeds", str(args.seeds)]
+    if args.bf16 is not None:
+        options.append("--bf16" if args.bf16 else "--no-bf16")
+    return run_graphlearner(options, Path(args.out_dir) / f"graphlearner_{name}_{objective}.json")
 
 
 def fmt(m: dict, prefix: str, key: str) -> str:

@@ -23,14 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from graph_rec.clustering.config import config_path, load_config
 from graph_rec.clustering.preprocess import pca_features, remove_self_loops, sym_norm_with_self_loops
+from graph_rec.clustering.trainer import score
 from graph_rec.data.graphs import load_graph
-from graph_rec.metrics.clustering import clustering_metrics, kmeans
 
 
 def kmeans_acc(z: np.ndarray, labels: np.ndarray, k: int, repeats: int = 3) -> float:
-    return float(
-        np.mean([clustering_metrics(labels, kmeans(z, k, 10, seed)[0])["acc"] for seed in range(repeats)])
-    )
+    return float(np.mean([score(z, labels, k, 10, seed)["acc"] for seed in range(repeats)]))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]  # runs `python -m graph_rec` from the checkout, wherever we are
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent)
+)  # the sibling bench script, however this one is loaded
+from graph_rec_clustering import run_graphlearner
 
 
 def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
@@ -34,30 +34,18 @@ def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
 
 
 def run_one(setting: dict[str, str], args: argparse.Namespace, tag: str) -> tuple[dict, float]:
-    out = Path(args.out_dir).resolve() / f"{Path(args.dataset).name}_{tag}.json"
-    # The runs start in ROOT: paths the user gave relative to their own folder are made absolute first.
+    # The runs start in the checkout: paths the user gave relative to their own folder are made absolute first.
     dataset = str(Path(args.dataset).resolve()) if Path(args.dataset).is_dir() else args.dataset
-    cmd = [sys.executable, "-m", "graph_rec", "train", "graphlearner", "--dataset", dataset]
-    cmd += [
-        "--out",
-        str(out),
-        "--seeds",
-        str(args.seeds),
-        "--threads",
-        str(args.threads),
-        "--device",
-        args.device,
-    ]
+    options = ["--dataset", dataset, "--seeds", str(args.seeds), "--threads", str(args.threads)]
+    options += ["--device", args.device]
     if args.objective:
-        cmd += ["--objective", args.objective]
+        options += ["--objective", args.objective]
     if args.data_root:
-        cmd += ["--data-root", str(Path(args.data_root).resolve())]
+        options += ["--data-root", str(Path(args.data_root).resolve())]
     for key, value in setting.items():
-        cmd += ["--set", f"{key}={value}"]
-    start = time.perf_counter()
-    with out.with_suffix(".log").open("w") as log:
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    return json.loads(out.read_text()), time.perf_counter() - start
+        options += ["--set", f"{key}={value}"]
+    metrics, wall, _ = run_graphlearner(options, Path(args.out_dir) / f"{Path(args.dataset).name}_{tag}.json")
+    return metrics, wall
 
 
 def main(argv: list[str] | None = None) -> None:

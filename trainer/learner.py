@@ -278,10 +278,8 @@ class Learner:
             opt.reset_cpu_buffers()
         averaged = getattr(opt, "averaged_gradients", None)
         all_grads = getattr(opt, "all_grad_tensors", None)
-        if isinstance(all_grads, dict) and isinstance(
-            averaged, dict
-        ):  # ZeRO-1/2: keep the keys, drop the tensors
-            for k in list(averaged):
+        if isinstance(all_grads, dict) and isinstance(averaged, dict):
+            for k in list(averaged):  # ZeRO-1/2: keep the keys, drop the tensors
                 averaged[k] = None
                 all_grads[k] = None
         elif isinstance(averaged, dict):  # ZeRO-3
