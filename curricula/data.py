@@ -55,11 +55,12 @@ ANSWER_EXTRACTORS: dict[str, Callable[[str], str]] = {"identity": _identity, "gs
 
 
 class PromptDataset(Sequence[Prompt]):
-    """An immutable, indexable list of prompts with a name (for logs)."""
+    """An immutable, indexable list of prompts with a name (for logs) and the count of skipped bad rows."""
 
-    def __init__(self, prompts: list[Prompt], name: str) -> None:
+    def __init__(self, prompts: list[Prompt], name: str, skipped: int = 0) -> None:
         self._prompts = list(prompts)
         self.name = name
+        self.skipped = skipped
 
     def __len__(self) -> int:
         return len(self._prompts)
@@ -179,6 +180,20 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def to_dataset(
+    rows: Sequence[dict[str, Any]], cfg: DataConfig, origin: str, stem: str, name: str
+) -> PromptDataset:
+    """Rows → a dataset in ``cfg.format`` (curricula/formats.py); errors name ``origin`` and the row."""
+    if cfg.format == "prompt":
+        return PromptDataset(rows_to_prompts(rows, cfg, origin, stem), name)
+    from curricula.formats import parse_rows
+
+    prompts, skipped = parse_rows(rows, cfg, origin, stem)
+    if skipped:
+        log.warning("%s: skipped %d invalid rows (data.skip_invalid)", origin, skipped)
+    return PromptDataset(prompts, name, skipped)
+
+
 def rows_to_prompts(rows: Sequence[dict[str, Any]], cfg: DataConfig, origin: str, stem: str) -> list[Prompt]:
     """Map dataset rows to prompts with the field names of ``cfg``; errors name ``origin`` and the row."""
     if cfg.answer_extractor not in ANSWER_EXTRACTORS:
@@ -230,7 +245,7 @@ def _from_file(cfg: DataConfig, split: str) -> PromptDataset | None:
     rows = read_rows(path)
     if split == "train" and cfg.max_rows is not None:
         rows = rows[: cfg.max_rows]
-    return PromptDataset(rows_to_prompts(rows, cfg, str(path), path.stem), f"{path.name}")
+    return to_dataset(rows, cfg, str(path), path.stem, path.name)
 
 
 # ---------------------------------------------------------------- Hugging Face datasets
@@ -268,7 +283,7 @@ def _from_hf(cfg: DataConfig, split: str) -> PromptDataset | None:
             return None
     stem = name.rstrip("/").rsplit("/", 1)[-1]
     origin = f"hf:{name}[{hf_split}]"
-    return PromptDataset(rows_to_prompts(list(ds), cfg, origin, f"{stem}-{hf_split}"), origin)
+    return to_dataset(list(ds), cfg, origin, f"{stem}-{hf_split}", origin)
 
 
 # ---------------------------------------------------------------- entry point

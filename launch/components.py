@@ -13,7 +13,12 @@ from functools import lru_cache
 from typing import Any
 
 # Strategy and curriculum modules register themselves on import. Add a method's module here.
-STRATEGY_MODULES = ["rollout.strategies.grpo", "rollout.strategies.seele"]
+STRATEGY_MODULES = [
+    "rollout.strategies.grpo",
+    "rollout.strategies.seele",
+    "rollout.strategies.offline",
+    "rollout.strategies.online_preference",
+]
 CURRICULUM_MODULES = ["curricula.uniform", "curricula.cures"]
 
 # Engines by name → "module:Class" (imported lazily inside the rollout actor).

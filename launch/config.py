@@ -30,6 +30,11 @@ class ModelConfig:
 
 
 @dataclass
+class AuxModelConfig:
+    path: str = "policy"  # HF folder of a frozen model, or "policy": the policy's initial weights
+
+
+@dataclass
 class ArithmeticConfig:
     num_problems: int = 2000  # size of the generated training set
     min_value: int = 10  # operands are drawn uniformly from [min_value, max_value]
@@ -52,6 +57,15 @@ class DataConfig:
     )
     max_rows: int | None = None  # keep only the first rows (quick runs)
     arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
+    # Row format (curricula/formats.py): prompt (problems to generate for) | preference (chosen/rejected)
+    # | ranked (k responses with scores) | sft (one target response). Responses may be chat message lists.
+    format: str = "prompt"
+    chosen_field: str = "chosen"  # preference rows
+    rejected_field: str = "rejected"  # preference rows
+    responses_field: str = "responses"  # ranked rows: a list of responses
+    scores_field: str = "scores"  # ranked rows: one score per response (higher is better)
+    response_field: str = "response"  # sft rows
+    skip_invalid: bool = False  # skip (and count, data/skipped_rows) bad rows instead of failing on the first
 
 
 @dataclass
@@ -74,6 +88,9 @@ class RewardsConfig:
     accuracy_from: str | None = None  # which function defines `correct` (default: the first)
     timeout_s: float = 30.0  # per batch of one plugin; on timeout the batch gets no reward signal
     isolation: str = "process"  # process (a killable worker process) or inline (same process; tests)
+    # Plugins logged as `monitor/<key>` every step (and at eval) without touching the reward. The default
+    # guard is the share of answers that copy an expression from the prompt (rewards/guards.py).
+    monitors: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="copied_expression")])
 
 
 @dataclass
@@ -142,6 +159,10 @@ class EvalConfig:
     num_prompts: int = 64  # held-out prompts, greedy decoding
     source: str | None = None  # None: arithmetic eval split, or the training source's test split
     at_start: bool = False  # also evaluate the initial model (a baseline for the curve)
+    # How held-out answers are checked, independent of the training rewards: the strict `math` check by
+    # default (a numeric reference needs a number, not the question's own expression; rewards/math.py).
+    answer_check: RewardSpec = field(default_factory=lambda: RewardSpec(name="math"))
+    save_samples: bool = True  # write every eval's prompts, completions and verdicts to output_dir/eval/
 
 
 @dataclass
@@ -176,6 +197,10 @@ class RecipeConfig:
     output_dir: str = "runs/${name}"
     resume: bool = False  # continue from output_dir/checkpoints/latest
     model: ModelConfig = field(default_factory=ModelConfig)
+    # Frozen auxiliary models by role (reference, oracle, reward_model, judge, ...). Losses and strategies
+    # declare the roles they need; exactly those are loaded. `reference` defaults to the policy's initial
+    # weights when a loss needs it and it is not listed here; any other needed role must be given.
+    aux_models: dict[str, AuxModelConfig] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     rewards: RewardsConfig = field(default_factory=RewardsConfig)
@@ -238,6 +263,41 @@ def component_options(entry_options: type, options: dict[str, Any], key: str, or
 def _check(cond: bool, origin: str, key: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"{origin}: {key}: {msg}")
+
+
+def needed_roles(cfg: RecipeConfig) -> dict[str, str]:
+    """Frozen-model role -> path for every role the run's losses need (``policy``: the initial weights)."""
+    from launch.components import load_registries
+    from trainer.losses import required_roles
+
+    entry = load_registries().strategies[cfg.strategy.name]
+    opts = component_options(entry.options, cfg.strategy.options, "strategy.options", "recipe")
+    roles = required_roles(entry.losses(opts, cfg.algorithm))
+    return {role: (cfg.aux_models[role].path if role in cfg.aux_models else "policy") for role in roles}
+
+
+def _validate_roles(cfg: RecipeConfig, origin: str, losses: list[str]) -> None:
+    from trainer.losses import LOSSES, required_roles
+
+    for name in losses:
+        _check(
+            name in LOSSES, origin, "strategy", f"emits unknown loss {name!r}; registered: {sorted(LOSSES)}"
+        )
+    for role, loss in required_roles(losses).items():
+        _check(
+            role == "reference" or role in cfg.aux_models,
+            origin,
+            f"aux_models.{role}",
+            f"the {loss!r} loss needs a frozen {role!r} model: set aux_models.{role}.path to an HF folder",
+        )
+    for role, aux in cfg.aux_models.items():
+        p = Path(os.path.expanduser(aux.path))
+        _check(
+            aux.path == "policy" or (p.is_dir() and (p / "config.json").is_file()),
+            origin,
+            f"aux_models.{role}.path",
+            f"{aux.path!r} is not a model folder with config.json (or 'policy' for the initial weights)",
+        )
 
 
 def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
@@ -325,8 +385,16 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
         "strategy.name",
         f"unknown strategy {cfg.strategy.name!r}; registered: {sorted(reg.strategies)}",
     )
-    component_options(
-        reg.strategies[cfg.strategy.name].options, cfg.strategy.options, "strategy.options", origin
+    s_entry = reg.strategies[cfg.strategy.name]
+    s_opts = component_options(s_entry.options, cfg.strategy.options, "strategy.options", origin)
+    _validate_roles(cfg, origin, s_entry.losses(s_opts, cfg.algorithm))
+    from curricula.formats import FORMATS
+
+    _check(
+        cfg.data.format in FORMATS,
+        origin,
+        "data.format",
+        f"unknown format {cfg.data.format!r}; use one of {sorted(FORMATS)}",
     )
     _check(
         cfg.curriculum.name in reg.curricula,
@@ -337,11 +405,13 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
     component_options(
         reg.curricula[cfg.curriculum.name].options, cfg.curriculum.options, "curriculum.options", origin
     )
-    for i, spec in enumerate(cfg.rewards.functions):
+    plugin_keys = [(f"rewards.functions[{i}]", s) for i, s in enumerate(cfg.rewards.functions)]
+    plugin_keys += [(f"rewards.monitors[{i}]", s) for i, s in enumerate(cfg.rewards.monitors)]
+    for key, spec in [*plugin_keys, ("eval.answer_check", cfg.eval.answer_check)]:
         try:
             reg.resolve_reward(spec.name)
         except Exception as e:  # the resolver's message names the path and the problem
-            raise ConfigError(f"{origin}: rewards.functions[{i}].name: {e}") from None
+            raise ConfigError(f"{origin}: {key}.name: {e}") from None
     src = cfg.data.source
     if src != "arithmetic" and not src.startswith("hf:"):
         _check(

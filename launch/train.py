@@ -48,14 +48,17 @@ def train(cfg: RecipeConfig) -> dict[str, float]:
         run.learners.load(str(path))
         run.curriculum.load_state_dict(state["curriculum"])
         run.strategy.load_state_dict(state["strategy"])
-        run.generator.sync_weights(run.learners)
+        if run.generator is not None:
+            run.generator.sync_weights(run.learners)
         start = state["step"]
         print(f"resumed from {path} at step {start}", flush=True)
     log = MetricsLogger.from_config(cfg, start)
+    if getattr(run.train_set, "skipped", 0):
+        log.log(-1, {"data/skipped_rows": float(run.train_set.skipped)}, advance=False)
     last: dict[str, float] = {}
     try:
         if cfg.eval.at_start and start == 0 and cfg.eval.num_prompts > 0:
-            log.log(-1, evaluate(run, cfg.eval.num_prompts), advance=False)
+            log.log(-1, evaluate(run, cfg.eval.num_prompts, 0), advance=False)
         for step in range(start, cfg.total_steps):
             timer = StepTimer()
             with timer("rollout"):
@@ -66,17 +69,18 @@ def train(cfg: RecipeConfig) -> dict[str, float]:
             train_batch = run.strategy.make_train_batch(batch)  # advantages, loss terms
             with timer("learner"):
                 metrics |= run.learners.train(train_batch, run.pad_id)  # DeepSpeed step(s) on every rank
-            with timer("weight_sync"):
-                metrics |= run.generator.sync_weights(run.learners)  # push + verify new weights
+            if run.generator is not None:  # offline strategies start no rollout workers
+                with timer("weight_sync"):
+                    metrics |= run.generator.sync_weights(run.learners)  # push + verify new weights
             if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
-                metrics |= evaluate(run, cfg.eval.num_prompts)
+                metrics |= evaluate(run, cfg.eval.num_prompts, step + 1)
             if cfg.checkpoint.every and (step + 1) % cfg.checkpoint.every == 0:
                 ckpt.save(step + 1, run.learners, run.loop_state())
             metrics |= train_batch.metrics | timer.metrics(batch.metrics.get("reward_time_s", 0.0))
             log.log(step, metrics)
             last = metrics
         if cfg.eval.num_prompts > 0 and not (cfg.eval.every and cfg.total_steps % cfg.eval.every == 0):
-            last |= evaluate(run, cfg.eval.num_prompts)
+            last |= evaluate(run, cfg.eval.num_prompts, cfg.total_steps)
             log.log(
                 cfg.total_steps - 1, {k: v for k, v in last.items() if k.startswith("eval/")}, advance=False
             )

@@ -5,6 +5,10 @@ sets ``reward_details[key]`` (each plugin's unweighted value), ``reward = Σ wei
 ``correct`` (the accuracy plugin's value ≥ 0.5). ``key`` is the registered name, or the function name
 for an import/file path (``my/file.py:score`` → ``score``; a ``#2`` suffix if two share it).
 
+Monitors (``rewards.monitors``, default: the ``copied_expression`` reward-hacking guard) are plugins of the
+same contract that never touch the reward: their per-sample values land in ``reward_details["monitor/<key>"]``
+and their batch mean in the metric ``monitor/<key>``. A failing monitor is a warning, not a masked sample.
+
 A plugin failure never crashes training: a raise, a timeout, a wrong-length result, a non-number or NaN
 is logged as a warning naming the plugin and gives the affected samples ``reward=None`` (no reward signal,
 left out of the loss), counted in the ``reward_failures`` metric. A plugin returning ``None`` for a sample
@@ -88,7 +92,7 @@ def _init_worker() -> None:
 def _warmup(specs: list[str]) -> None:
     for spec in specs:
         resolve_reward(spec)
-    if "math" in specs:
+    if {"math", "copied_expression"} & set(specs):
         import math_verify  # noqa: F401  (sympy import takes seconds; keep it out of the first timed call)
 
 
@@ -143,25 +147,31 @@ class RewardScorer:
         accuracy_from: str | None = None,
         timeout_s: float = 30.0,
         isolation: str = "process",
+        monitors: list[RewardSpec] | tuple[RewardSpec, ...] = (),
     ) -> None:
         if isolation not in ("process", "inline"):
             raise ValueError(f"rewards.isolation: {isolation!r} is not process or inline")
         if not functions:
             raise ValueError("rewards.functions: at least one reward function is needed")
-        self.plugins: list[_Plugin] = []
         self._fns: dict[str, Any] = {}
-        for f in functions:
-            self._fns[f.name] = resolve_reward(f.name)  # fail fast here, in the caller, with a clear message
-            key = reward_key(f.name)
-            taken = {p.key for p in self.plugins}
-            k, i = key, 2
-            while k in taken:
-                k, i = f"{key}#{i}", i + 1
-            self.plugins.append(_Plugin(k, f.name, float(f.weight), dict(f.kwargs or {})))
+        self.plugins = self._plugins(functions)
+        self.monitors = self._plugins(monitors)
         self.accuracy_key = self._accuracy_key(accuracy_from)
         self.timeout_s = timeout_s
         self.isolation = isolation
         self._pool: ProcessPoolExecutor | None = None
+
+    def _plugins(self, specs: list[RewardSpec] | tuple[RewardSpec, ...]) -> list[_Plugin]:
+        out: list[_Plugin] = []
+        for f in specs:
+            self._fns[f.name] = resolve_reward(f.name)  # fail fast here, in the caller, with a clear message
+            key = reward_key(f.name)
+            taken = {p.key for p in out}
+            k, i = key, 2
+            while k in taken:
+                k, i = f"{key}#{i}", i + 1
+            out.append(_Plugin(k, f.name, float(f.weight), dict(f.kwargs or {})))
+        return out
 
     def _accuracy_key(self, accuracy_from: str | None) -> str:
         if accuracy_from is None:
@@ -184,7 +194,7 @@ class RewardScorer:
             )
             try:
                 with _worker_env():  # the worker process is spawned by this first submit
-                    warm = self._pool.submit(_warmup, [p.spec for p in self.plugins])
+                    warm = self._pool.submit(_warmup, [p.spec for p in self.plugins + self.monitors])
                 warm.result(timeout=_WARMUP_TIMEOUT_S)
             except FutureTimeout:
                 self._kill_pool()
@@ -255,6 +265,7 @@ class RewardScorer:
             failed.update(bad)
             values[p.key] = vals
         metrics = self._apply(samples, values)
+        metrics |= self._monitor(samples, prompts, completions, columns)
         metrics["reward_failures"] = float(len(failed))
         metrics["reward_time_s"] = time.perf_counter() - t0
         return metrics
@@ -279,6 +290,25 @@ class RewardScorer:
         for p in self.plugins:
             got = [v for v in values[p.key] if v is not None]
             metrics[f"reward/{p.key}_mean"] = sum(got) / len(got) if got else float("nan")
+        return metrics
+
+    def _monitor(
+        self, samples: list[Sample], prompts: list[str], completions: list[str], columns: dict[str, list[Any]]
+    ) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        n = len(samples)
+        for p in self.monitors:
+            try:
+                out = self._run(p, prompts, completions, {**columns, **p.kwargs}) if n else []
+                vals, bad, problem = _check(out, n)
+            except Exception as e:
+                vals, bad, problem = [None] * n, list(range(n)), f"{type(e).__name__}: {e}"
+            if problem:
+                log.warning("monitor %r failed on %d of %d samples: %s", p.spec, len(bad), n, problem)
+            for s, v in zip(samples, vals):
+                s.reward_details[f"monitor/{p.key}"] = v
+            got = [v for v in vals if v is not None]
+            metrics[f"monitor/{p.key}"] = sum(got) / len(got) if got else float("nan")
         return metrics
 
     def close(self) -> None:

@@ -36,6 +36,13 @@ class PromptRenderer:
         return f"{prefix}{user}\n"
 
     def render(self, prompt: Prompt) -> list[int]:
+        """Token ids of the prompt; a chat-format data row (``columns["messages"]``) keeps its own messages."""
+        messages = prompt.columns.get("messages")
+        if messages and self.use_chat_template and getattr(self.tokenizer, "chat_template", None):
+            if self.system_prompt and messages[0].get("role") != "system":
+                messages = [{"role": "system", "content": self.system_prompt}, *messages]
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return list(self.tokenizer(self.render_text(prompt), add_special_tokens=False)["input_ids"])
 
     def encode(self, text: str) -> list[int]:

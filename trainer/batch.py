@@ -6,6 +6,13 @@ per-token log-probs in the same layout (column 0 is always 0), so masks never ne
 
 A batch may carry several terms (PG on generated tokens + NLL on a hint span, DPO + BC, ...); the
 learner sums ``weight * term_loss`` in one backward pass.
+
+Pairs and lists (preference terms): ``TrainBatch.groups`` gives every row a unit id; rows sharing an id
+(the chosen and rejected responses of one pair, the k responses of one ranked list) are never split across
+ranks, mini-batches or micro-batches, so a pairwise loss always sees both sides. A preference term names
+its members with ``tensors["group"]`` ([B] long, the pair/list id, -1 for rows outside the term) and
+``tensors["rank"]`` ([B] long, 0 = best: the chosen response), optionally ``tensors["score"]`` ([B] float,
+e.g. the reward behind the ranking); its reducer counts pairs/lists, not rows (``Reducer.groups``).
 """
 
 from __future__ import annotations
@@ -36,6 +43,10 @@ class TrainBatch:
     terms: list[LossTerm]
     engine_logprobs: torch.Tensor | None = None  # [B, T] behaviour log-probs from the rollout engine
     metrics: dict[str, float] = field(default_factory=dict)  # batch statistics to log (not used in the loss)
+    groups: torch.Tensor | None = (
+        None  # [B] long: rows with one id stay together (pairs, lists); None: each row alone
+    )
+    ref_logprobs: torch.Tensor | None = None  # [B, T] precomputed reference log-probs (offline data cache)
 
     @property
     def num_rows(self) -> int:
@@ -49,15 +60,27 @@ class TrainBatch:
             terms=[t.select(rows) for t in self.terms],
             engine_logprobs=None if self.engine_logprobs is None else self.engine_logprobs[rows],
             metrics=self.metrics,
+            groups=None if self.groups is None else self.groups[rows],
+            ref_logprobs=None if self.ref_logprobs is None else self.ref_logprobs[rows],
         )
 
-    def pad_rows(self, multiple: int, pad_id: int) -> TrainBatch:
-        """Append all-masked rows so that the row count divides ``multiple``.
+    def units(self) -> list[list[int]]:
+        """Row indices per unit (a pair, a list, or a single row), in order of first appearance."""
+        if self.groups is None:
+            return [[i] for i in range(self.num_rows)]
+        out: dict[int, list[int]] = {}
+        for i, g in enumerate(self.groups.tolist()):
+            out.setdefault(int(g), []).append(i)
+        return list(out.values())
 
-        Needed because every data-parallel rank must run the same number of micro-batches
-        (ZeRO's collectives deadlock otherwise). Padded rows have zero masks: they add nothing.
+    def pad_rows(self, multiple: int, pad_id: int) -> TrainBatch:
+        """Append all-masked rows (one unit each) so that the number of units divides ``multiple``.
+
+        Needed because every data-parallel rank must get the same number of units (rows, or pairs/lists),
+        so that ranks run the same number of mini-batches (ZeRO's collectives deadlock otherwise).
+        Padded rows have zero masks: they add nothing.
         """
-        extra = (-self.num_rows) % multiple
+        extra = (-len(self.units())) % multiple
         if extra == 0:
             return self
         T = self.input_ids.shape[1]
@@ -74,8 +97,13 @@ class TrainBatch:
             for t in self.terms
         ]
         elp = None if self.engine_logprobs is None else grow(self.engine_logprobs, 0.0)
+        ref = None if self.ref_logprobs is None else grow(self.ref_logprobs, 0.0)
+        groups = None
+        if self.groups is not None:  # each padded row is a unit of its own
+            top = int(self.groups.max()) + 1 if self.num_rows else 0
+            groups = torch.cat([self.groups, torch.arange(top, top + extra, dtype=self.groups.dtype)])
         assert ids.shape[1] == T
-        return TrainBatch(ids, att, terms, elp, self.metrics)
+        return TrainBatch(ids, att, terms, elp, self.metrics, groups, ref)
 
 
 @dataclass

@@ -55,6 +55,25 @@ class LearnerGroup:
         keys = set().union(*results)
         return {k: sum(r.get(k, 0.0) for r in results) / sum(k in r for r in results) for k in keys}
 
+    def evaluate(self, batch: TrainBatch, pad_id: int) -> dict[str, float]:
+        """Loss-term metrics on ``batch`` without an update (held-out preference accuracy, NLL, ...)."""
+        import ray
+
+        batch = batch.pad_rows(self.world, pad_id)
+        ref = ray.put(batch)
+        results = ray.get([a.evaluate.remote(ref) for a in self.actors])
+        keys = set().union(*results)
+        return {k: sum(r.get(k, 0.0) for r in results) / sum(k in r for r in results) for k in keys}
+
+    def reference_logprobs(self, batch: TrainBatch):
+        """Reference log-probs of every row, computed by rank 0 (other ranks idle): fills offline caches."""
+        import ray
+
+        if self.spec.zero_stage == 3 and self.world > 1:
+            # a ZeRO-3 reference is partitioned: every rank must run the same forwards
+            return ray.get([a.reference_logprobs.remote(batch) for a in self.actors])[0]
+        return ray.get(self.actors[0].reference_logprobs.remote(batch))
+
     def export_weights(self, probe_ids: list[int]):
         """(object ref of rank 0's safetensors bytes, rank 0's probe log-probs). The bytes stay in the store."""
         import ray

@@ -39,7 +39,10 @@ class LearnerSpec:
     ppo_epochs: int = 1
     mini_batches: int = 1
     logprobs_source: str = "recompute"
-    need_ref: bool = False
+    need_ref: bool = False  # load a frozen reference (the policy's initial weights unless aux_models says)
+    aux_models: dict[str, str] = field(
+        default_factory=dict
+    )  # role -> HF folder of a frozen model (reference, ...)
     temperature: float = 1.0  # sampling temperature: log-probs are computed from logits / temperature
     const_norm: float = 1.0  # denominator of the "constant" loss normalisation (Dr.GRPO: max_new_tokens)
     gradient_checkpointing: bool = False
@@ -67,6 +70,33 @@ def token_logprobs(
             p = torch.softmax(logits, -1)
             ent = F.pad(lse - (p * logits).sum(-1), (1, 0))
     return F.pad(lp, (1, 0)), ent
+
+
+def pack_units(units: list[list[int]], micro_batch_size: int) -> list[list[int]]:
+    """Greedy packing of units (row lists kept whole) into micro-batches of at most ``micro_batch_size`` rows
+    (a unit larger than that is a micro-batch of its own). Single-row units give the plain row chunks."""
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for u in units:
+        if cur and len(cur) + len(u) > micro_batch_size:
+            out.append(cur)
+            cur = []
+        cur = cur + list(u)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _reducer(term, const_norm: float) -> Reducer:
+    """Mini-batch totals of one term: masked tokens, active rows and (preference terms) active pairs/lists."""
+    active = term.mask.sum(-1) > 0
+    groups = 0.0
+    if "group" in term.tensors:
+        g = term.tensors["group"][active]
+        groups = float(torch.unique(g[g >= 0]).numel())
+    return Reducer(
+        term.options.get("norm", "token"), float(term.mask.sum()), float(active.sum()), const_norm, groups
+    )
 
 
 class Learner:
@@ -120,7 +150,8 @@ class Learner:
         )
         self.ref = None
         if spec.need_ref:
-            ref = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=torch.float32).eval()
+            ref_path = spec.aux_models.get("reference", spec.model_path)
+            ref = AutoModelForCausalLM.from_pretrained(ref_path, dtype=torch.float32).eval()
             ref.requires_grad_(False)
             if spec.zero_stage == 3:
                 # Partition the frozen reference like the policy (no optimizer); TRL/OpenRLHF do the same.
@@ -137,19 +168,17 @@ class Learner:
         self.steps = 0
 
     # ------------------------------------------------------------------ training
-    def _micro_batches(self, batch: TrainBatch) -> list[TrainBatch]:
-        mb = self.spec.micro_batch_size
-        return [batch.select(range(i, min(i + mb, batch.num_rows))) for i in range(0, batch.num_rows, mb)]
-
     @torch.no_grad()
     def _logprobs_nograd(self, model, batch: TrainBatch) -> torch.Tensor:
-        outs = [
-            token_logprobs(
+        out = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
+        for rows in self._micro_plan(batch):
+            b = batch.select(rows or [0])  # an empty entry keeps ZeRO-3's gathers in step across ranks
+            lp = token_logprobs(
                 model, b.input_ids.to(self.device), b.attention_mask.to(self.device), self.spec.temperature
             )[0].cpu()
-            for b in self._micro_batches(batch)
-        ]
-        return torch.cat(outs, 0)
+            if rows:
+                out[rows] = lp
+        return out
 
     def _all_finite(self, x: torch.Tensor) -> bool:
         import torch.distributed as dist
@@ -161,16 +190,64 @@ class Learner:
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item() > 0)
 
+    def _rank_share(self, batch: TrainBatch) -> TrainBatch:
+        """This rank's units (rows, or whole pairs/lists): units rank::world (the driver padded them evenly)."""
+        units = batch.units()[self.rank :: self.world]
+        return batch.select([r for u in units for r in u])
+
+    def _reference_logprobs(self, batch: TrainBatch) -> torch.Tensor | None:
+        if not any(get_loss(t.loss).needs_ref for t in batch.terms):
+            return None
+        if batch.ref_logprobs is not None:  # precomputed once for offline data (same values, no forward)
+            return batch.ref_logprobs
+        if self.ref is None:
+            raise RuntimeError("a loss term needs the reference model, but this learner has none (need_ref)")
+        return self._logprobs_nograd(self.ref, batch)
+
+    @torch.no_grad()
+    def reference_logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        """Reference log-probs [B, T] of every row of ``batch`` (no split across ranks): the cache filler."""
+        if self.ref is None:
+            raise RuntimeError("reference_logprobs: this learner loaded no reference model")
+        # Rows need no grouping here; without groups no rank-agreement collective runs (only rank 0 may call).
+        return self._logprobs_nograd(self.ref, replace(batch, groups=None))
+
+    @torch.no_grad()
+    def evaluate(self, batch: TrainBatch) -> dict[str, float]:
+        """Every term's loss and metrics on this rank's share of ``batch``, without updating anything."""
+        batch = self._rank_share(batch)
+        ref_lp = self._reference_logprobs(batch)
+        self.engine.eval()
+        sums: dict[str, float] = {}
+        weights: dict[str, float] = {}
+        for rows in self._micro_plan(batch):
+            micro = batch.select(rows or [0])
+            ids, att = micro.input_ids.to(self.device), micro.attention_mask.to(self.device)
+            lp, _ = token_logprobs(self.engine, ids, att, self.spec.temperature)
+            if not rows:  # a forward only to keep ZeRO-3's parameter gathers in step across ranks
+                continue
+            inp = LossInputs(lp, lp, None if ref_lp is None else ref_lp[rows].to(self.device))
+            for term in micro.terms:
+                if term.mask.sum() == 0:
+                    continue
+                red = _reducer(term, self.spec.const_norm)
+                term_dev = replace(
+                    term,
+                    mask=term.mask.to(self.device),
+                    tensors={k: v.to(self.device) for k, v in term.tensors.items()},
+                )
+                value, metrics = get_loss(term.loss).fn(inp, term_dev, red)
+                n = max(red.minibatch_groups, red.minibatch_rows, 1.0)  # weight micro-batches by size
+                for k, v in {f"loss/{term.loss}": value, **metrics}.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * n
+                    weights[k] = weights.get(k, 0.0) + n
+        return {k: sums[k] / weights[k] for k in sums}
+
     def train(self, batch: TrainBatch) -> dict[str, float]:
-        """Optimise on this rank's rows of ``batch`` (rows rank::world; the driver padded them evenly)."""
+        """Optimise on this rank's units of ``batch`` (rows, or whole pairs/lists; padded evenly by the driver)."""
         t0 = time.perf_counter()
-        batch = batch.select(range(self.rank, batch.num_rows, self.world))
-        needs_ref = any(get_loss(t.loss).needs_ref for t in batch.terms)
-        if needs_ref and self.ref is None:
-            raise RuntimeError(
-                "a loss term needs the reference model: set algorithm.kl_coef > 0 (or need_ref)"
-            )
-        ref_lp = self._logprobs_nograd(self.ref, batch) if needs_ref else None
+        batch = self._rank_share(batch)
+        ref_lp = self._reference_logprobs(batch)
         single_pass = self.spec.ppo_epochs == 1 and self.spec.mini_batches == 1
         if self.spec.logprobs_source == "engine" and batch.engine_logprobs is not None:
             old_lp = batch.engine_logprobs
@@ -187,13 +264,17 @@ class Learner:
             sums[k] = sums.get(k, 0.0) + float(v)
             counts[k] = counts.get(k, 0) + 1
 
-        n_rows = batch.num_rows
+        units = batch.units()
+        lengths = batch.attention_mask.sum(-1)
         for _ in range(self.spec.ppo_epochs):
-            perm = torch.randperm(n_rows) if self.spec.mini_batches > 1 else torch.arange(n_rows)
-            for rows in perm.chunk(self.spec.mini_batches):
-                # Longest rows first: micro-batches then hold rows of similar length (less padding);
+            n = len(units)
+            perm = torch.randperm(n) if self.spec.mini_batches > 1 else torch.arange(n)
+            for chunk in perm.chunk(self.spec.mini_batches):
+                # Longest units first: micro-batches then hold rows of similar length (less padding);
                 # the loss is order-invariant because reducers use mini-batch totals.
-                rows = rows[torch.argsort(batch.attention_mask[rows].sum(-1), descending=True, stable=True)]
+                chosen = [units[i] for i in chunk.tolist()]
+                chosen.sort(key=lambda u: -int(lengths[u].max()))
+                rows = torch.tensor([r for u in chosen for r in u], dtype=torch.long)
                 mini = batch.select(rows)
                 m_old = None if old_lp is None else old_lp[rows]
                 m_ref = None if ref_lp is None else ref_lp[rows]
@@ -202,21 +283,54 @@ class Learner:
         out["learner_s"] = time.perf_counter() - t0
         return out
 
+    def _micro_plan(self, mini: TrainBatch) -> list[list[int]]:
+        """Row lists of the micro-batches of ``mini``: whole units packed up to ``micro_batch_size`` rows.
+
+        With pairs/lists the number of micro-batches may differ between ranks, but ZeRO's collectives need
+        every rank to run the same number of forward/backward passes: ranks agree on the maximum and the
+        short ones add empty micro-batches (one fully masked row: no gradient, no effect on the loss)."""
+        plan = pack_units(mini.units(), self.spec.micro_batch_size)
+        if mini.groups is not None and self.world > 1:
+            import torch.distributed as dist
+
+            count = torch.tensor([float(len(plan))], device=self.device)
+            dist.all_reduce(count, op=dist.ReduceOp.MAX)
+            plan += [[]] * (int(count.item()) - len(plan))
+        return plan
+
+    def _global_reducers(self, terms) -> list[Reducer]:
+        """Reducers whose totals are the whole mini-batch's across ranks, divided by the world size.
+
+        DeepSpeed averages gradients over ranks, so a rank's loss Σ_local / (total / W) averages to exactly
+        Σ_all / total: the update does not depend on how rows, pairs or lists fell on the ranks (rank-local
+        totals would weight a rank holding fewer pairs more)."""
+        reducers = [_reducer(t, self.spec.const_norm) for t in terms]
+        if self.world == 1 or not reducers:
+            return reducers
+        import torch.distributed as dist
+
+        totals = torch.tensor(
+            [[r.minibatch_tokens, r.minibatch_rows, r.minibatch_groups] for r in reducers],
+            dtype=torch.float64,
+            device=self.device,
+        )
+        dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+        totals = (totals / self.world).cpu().tolist()
+        return [
+            replace(r, minibatch_tokens=t, minibatch_rows=n, minibatch_groups=g)
+            for r, (t, n, g) in zip(reducers, totals)
+        ]
+
     def _optimizer_step(self, mini: TrainBatch, old_lp, ref_lp, add) -> None:
-        reducers = []
-        for t in mini.terms:
-            rows_active = float((t.mask.sum(-1) > 0).sum())
-            reducers.append(
-                Reducer(
-                    t.options.get("norm", "token"), float(t.mask.sum()), rows_active, self.spec.const_norm
-                )
-            )
-        mb = self.spec.micro_batch_size
+        reducers = self._global_reducers(mini.terms)
         ok = True
         step_loss: dict[str, float] = {}  # Σ over micro-batches = this optimizer step's loss per term
-        for start in range(0, mini.num_rows, mb):
-            idx = torch.arange(start, min(start + mb, mini.num_rows))
+        for rows in self._micro_plan(mini):
+            empty = not rows
+            idx = torch.tensor(rows or [0], dtype=torch.long)
             micro = mini.select(idx)
+            if empty:  # keeps this rank in step with the others; contributes nothing
+                micro = replace(micro, terms=[replace(t, mask=torch.zeros_like(t.mask)) for t in micro.terms])
             ids, att = micro.input_ids.to(self.device), micro.attention_mask.to(self.device)
             lp, ent = token_logprobs(self.engine, ids, att, self.spec.temperature, with_entropy=True)
             inp = LossInputs(

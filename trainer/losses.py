@@ -30,6 +30,7 @@ class Reducer:
     minibatch_tokens: float  # Σ mask over the whole mini-batch on this rank
     minibatch_rows: float  # rows of the mini-batch with any masked token
     constant: float = 1.0
+    minibatch_groups: float = 0.0  # pairs/lists of the term in the mini-batch on this rank (preference terms)
 
     def __call__(self, per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.mode == "token":
@@ -45,6 +46,10 @@ class Reducer:
         """Mean of a per-row loss ``[B]`` over the mini-batch's active rows (pairwise/DPO-style terms)."""
         return (per_row * row_mask).sum() / max(self.minibatch_rows, 1.0)
 
+    def groups(self, per_group: torch.Tensor) -> torch.Tensor:
+        """Mean of a per-pair/per-list loss ``[G]`` (this micro-batch's groups) over the mini-batch's groups."""
+        return per_group.sum() / max(self.minibatch_groups, 1.0)
+
 
 @dataclass
 class LossInputs:
@@ -59,18 +64,35 @@ LossFn = Callable[[LossInputs, LossTerm, Reducer], tuple[torch.Tensor, dict[str,
 @dataclass(frozen=True)
 class LossSpec:
     fn: LossFn
-    needs_ref: bool = False
+    roles: tuple[str, ...] = ()  # frozen models the loss reads ("reference": LossInputs.ref_logprobs)
+
+    @property
+    def needs_ref(self) -> bool:
+        return "reference" in self.roles
 
 
 LOSSES: dict[str, LossSpec] = {}
 
 
-def register_loss(name: str, needs_ref: bool = False) -> Callable[[LossFn], LossFn]:
+def register_loss(
+    name: str, needs_ref: bool = False, roles: tuple[str, ...] = ()
+) -> Callable[[LossFn], LossFn]:
+    """Register ``fn`` as loss ``name``; ``needs_ref`` is shorthand for ``roles=("reference",)``."""
+
     def deco(fn: LossFn) -> LossFn:
-        LOSSES[name] = LossSpec(fn, needs_ref)
+        LOSSES[name] = LossSpec(fn, tuple(dict.fromkeys((*roles, *(["reference"] if needs_ref else [])))))
         return fn
 
     return deco
+
+
+def required_roles(losses: list[str]) -> dict[str, str]:
+    """Frozen-model role -> the first loss that needs it."""
+    out: dict[str, str] = {}
+    for name in losses:
+        for role in get_loss(name).roles:
+            out.setdefault(role, name)
+    return out
 
 
 def get_loss(name: str) -> LossSpec:
@@ -143,3 +165,8 @@ def nll_loss(
     with torch.no_grad():
         nll = _masked_mean(per_token, term.mask)
     return reduce(per_token, term.mask), {"nll": nll}
+
+
+# Preference losses (dpo, simpo, plackett_luce, lipo) register themselves on import. Imported last:
+# they import register_loss, LossInputs and Reducer from this module.
+from trainer import preference_losses as _preference_losses  # noqa: E402, F401

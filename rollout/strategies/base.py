@@ -48,23 +48,37 @@ class StrategyContext:
     sampling: Any  # rollout.types.SamplingParams defaults
     seed: int
     pad_id: int
+    max_model_len: int = 1024  # prompt + response tokens (offline rows are checked/truncated against it)
+    learners: Any = None  # trainer.group.LearnerGroup (offline reference caches); None in pure-logic tests
 
 
 StrategyFactory = Callable[[StrategyContext, Any], RolloutStrategy]
+LossesFn = Callable[[Any, Any], list[str]]  # (strategy options, algorithm config) -> loss names it emits
+
+
+def pg_losses(options: Any, algorithm: Any) -> list[str]:
+    """Losses of a policy-gradient strategy: clipped PG, plus KL when ``algorithm.kl_coef > 0``."""
+    return ["policy_gradient"] + (["kl"] if algorithm.kl_coef > 0 else [])
 
 
 @dataclass(frozen=True)
 class StrategyEntry:
     factory: StrategyFactory
     options: type
+    # The loss terms the strategy will emit, known before any actor starts: their frozen-model roles
+    # (trainer.losses.LossSpec.roles) decide which auxiliary models the learners load.
+    losses: LossesFn = pg_losses
+    needs_generator: bool = True  # False: offline (no rollout workers are started, no weight sync runs)
 
 
 STRATEGIES: dict[str, StrategyEntry] = {}
 
 
-def register_strategy(name: str, options: type) -> Callable[[StrategyFactory], StrategyFactory]:
+def register_strategy(
+    name: str, options: type, losses: LossesFn = pg_losses, needs_generator: bool = True
+) -> Callable[[StrategyFactory], StrategyFactory]:
     def deco(factory: StrategyFactory) -> StrategyFactory:
-        STRATEGIES[name] = StrategyEntry(factory, options)
+        STRATEGIES[name] = StrategyEntry(factory, options, losses, needs_generator)
         return factory
 
     return deco

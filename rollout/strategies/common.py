@@ -107,3 +107,37 @@ def pg_train_batch(
         col.engine_logprobs,
         metrics={"adv_abs_mean": adv.abs().mean().item() if len(adv) else 0.0, "adv_nonzero_frac": nz},
     )
+
+
+def preference_train_batch(
+    samples: Sequence[Sample],
+    loss: str,
+    loss_options: dict,
+    pad_id: int,
+    nll_coef: float = 0.0,
+) -> TrainBatch:
+    """One preference term over pairs/lists (+ ``nll_coef`` · NLL of each list's best response).
+
+    Samples of one list share ``group_id``; ``meta["rank"]`` orders them (0 = best) and ``reward`` is the
+    score behind the ranking. Lists become :attr:`TrainBatch.groups` units, so the learner never splits them.
+    """
+    col = collate([s.prompt_ids for s in samples], [s.response_ids for s in samples], pad_id)
+    ids: dict[str, int] = {}
+    group = torch.tensor([ids.setdefault(s.group_id, len(ids)) for s in samples], dtype=torch.long)
+    rank = torch.tensor([int(s.meta["rank"]) for s in samples], dtype=torch.long)
+    score = torch.tensor([float(s.reward or 0.0) for s in samples], dtype=torch.float32)
+    terms = [
+        LossTerm(
+            loss, 1.0, col.response_mask, {"group": group, "rank": rank, "score": score}, dict(loss_options)
+        )
+    ]
+    if nll_coef > 0:
+        best = (rank == 0).float()[:, None]
+        terms.append(LossTerm("nll", nll_coef, col.response_mask * best, {}, {"norm": "token"}))
+    return TrainBatch(
+        col.input_ids,
+        col.attention_mask,
+        terms,
+        groups=group,
+        metrics={"pref/lists": float(len(ids)), "pref/list_size_mean": len(samples) / max(len(ids), 1)},
+    )

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from rollout.strategies.base import Generator, Scorer, StrategyContext, register_strategy
+from rollout.strategies.base import Generator, Scorer, StrategyContext, pg_losses, register_strategy
 from rollout.strategies.common import generate_round, pg_train_batch, rollout_metrics
 from rollout.strategies.irt import fit_3pl, invert_3pl, with_anchors
 from rollout.types import Prompt, PromptRequest, RolloutBatch, Sample
@@ -261,6 +261,10 @@ def _merge_scores(parts: list[tuple[dict[str, float], int]], samples: list[Sampl
     return out
 
 
-@register_strategy("seele", SeeleOptions)
+def _seele_losses(options: SeeleOptions, algorithm: Any) -> list[str]:
+    return pg_losses(options, algorithm) + (["nll"] if options.nll_coef > 0 else [])
+
+
+@register_strategy("seele", SeeleOptions, losses=_seele_losses)
 def make_seele(ctx: StrategyContext, options: SeeleOptions) -> SeeleStrategy:
     return SeeleStrategy(ctx, options)
