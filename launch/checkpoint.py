@@ -7,10 +7,19 @@
 A checkpoint is written into a hidden temporary folder and renamed into place only when complete,
 then ``latest`` (a one-line file, replaced atomically) points at it. A crash mid-save therefore
 never damages the previous checkpoint. (Multi-node runs need output_dir on a shared filesystem.)
+
+With ``checkpoint.best_metric`` set, :meth:`CheckpointManager.keep_best` runs after each evaluation and, when
+the metric beats the best so far (``best_mode`` max or min), writes ``checkpoints/best/`` holding ``model/``
+and ``best.json`` (metric, mode, value, step) the same way: into a temporary folder, then swapped in by two
+renames (the old copy is moved aside first and deleted last), so a crash leaves the old or the new copy. The
+best value so far is read back from ``best.json``, so a resumed run keeps comparing against it. No optimizer
+state: the copy is for evaluation and deployment, resuming uses ``latest``.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import random
 import shutil
@@ -22,10 +31,21 @@ import torch
 
 
 class CheckpointManager:
-    def __init__(self, output_dir: str, keep_last: int = 2, save_optimizer: bool = True) -> None:
+    def __init__(
+        self,
+        output_dir: str,
+        keep_last: int = 2,
+        save_optimizer: bool = True,
+        best_metric: str | None = None,
+        best_mode: str = "max",
+    ) -> None:
+        if best_mode not in ("max", "min"):
+            raise ValueError(f"checkpoint.best_mode: {best_mode!r} is not max or min")
         self.root = Path(output_dir) / "checkpoints"
         self.keep_last = keep_last
         self.save_optimizer = save_optimizer
+        self.best_metric = best_metric
+        self.best_mode = best_mode
 
     def latest(self) -> Path | None:
         ptr = self.root / "latest"
@@ -60,6 +80,51 @@ class CheckpointManager:
         os.replace(ptr_tmp, self.root / "latest")
         self._prune(keep=final)
         return final
+
+    def best(self) -> dict[str, Any] | None:
+        """The record of ``checkpoints/best`` (metric, mode, value, step), or None when there is none."""
+        if (self.root / ".old-best").is_dir() and not (self.root / "best").exists():
+            os.replace(self.root / ".old-best", self.root / "best")  # a crash between the two renames
+        try:
+            return json.loads((self.root / "best" / "best.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def is_better(self, value: float, best: float | None) -> bool:
+        if not math.isfinite(value):
+            return False
+        return best is None or (value > best if self.best_mode == "max" else value < best)
+
+    def keep_best(self, step: int, metrics: dict[str, float], learners) -> dict[str, float]:
+        """After an eval: copy the model to ``checkpoints/best`` when ``best_metric`` improved.
+
+        Returns ``{"best/<metric>": best value so far}`` for the log ({} when no best metric is set or
+        this eval did not produce it).
+        """
+        if self.best_metric is None or self.best_metric not in metrics:
+            return {}
+        value = float(metrics[self.best_metric])
+        rec = self.best()
+        same = rec is not None and (rec.get("metric"), rec.get("mode")) == (self.best_metric, self.best_mode)
+        prev = rec["value"] if same else None
+        if self.is_better(value, prev):
+            self._write_best(step, value, learners)
+            prev = value
+        return {} if prev is None else {f"best/{self.best_metric}": float(prev)}
+
+    def _write_best(self, step: int, value: float, learners) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp, final, old = self.root / ".tmp-best", self.root / "best", self.root / ".old-best"
+        for p in (tmp, old):
+            if p.exists():
+                shutil.rmtree(p)
+        learners.save(str(tmp), False)  # model/ only
+        rec = {"metric": self.best_metric, "mode": self.best_mode, "value": value, "step": step}
+        (tmp / "best.json").write_text(json.dumps(rec) + "\n")
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
 
     def _prune(self, keep: Path) -> None:
         done = sorted(p for p in self.root.glob("step_*") if p.is_dir())

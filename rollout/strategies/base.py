@@ -50,6 +50,9 @@ class StrategyContext:
     pad_id: int
     max_model_len: int = 1024  # prompt + response tokens (offline rows are checked/truncated against it)
     learners: Any = None  # trainer.group.LearnerGroup (offline reference caches); None in pure-logic tests
+    skip_invalid: bool = (
+        False  # data.skip_invalid: skip and count rows that cannot be used, instead of failing
+    )
 
 
 StrategyFactory = Callable[[StrategyContext, Any], RolloutStrategy]

@@ -10,7 +10,8 @@
 The rows come from the curriculum (``uniform``: epochs, shuffling, a saved cursor, so resume is exact).
 Each response is tokenised after the rendered prompt (the chat template's generation prompt) and ends with
 the tokenizer's EOS token, as a generated reply would. A prompt that leaves no room for a response in
-``rollout.max_model_len`` is an error naming the row (or skipped and counted with ``data.skip_invalid``);
+``rollout.max_model_len`` is an error naming the row (or skipped and counted in ``data/skipped_too_long``
+with ``data.skip_invalid``);
 a response that does not fit is truncated, as TRL's ``max_length`` does.
 
 ``precompute_reference: true`` (preference losses that read a reference) computes each row's reference
@@ -34,7 +35,7 @@ from trainer.losses import LOSSES
 
 @dataclass
 class SFTOptions:
-    skip_invalid: bool = False  # skip (and count) rows whose prompt leaves no room for a response
+    pass
 
 
 @dataclass
@@ -44,7 +45,6 @@ class PreferenceOptions:
     nll_coef: float = 0.0  # weight of the NLL of each row's best response (DPO + BC)
     max_responses: int | None = None  # keep the best k responses of a ranked row (None: all)
     precompute_reference: bool = False  # reference log-probs computed once per row and cached
-    skip_invalid: bool = False  # skip (and count) rows whose prompt leaves no room for a response
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -58,9 +58,9 @@ class PreferenceOptions:
 class _RowTokenizer:
     """Rows → (prompt ids, response ids) within ``max_model_len``; counts skipped rows."""
 
-    def __init__(self, ctx: StrategyContext, skip_invalid: bool) -> None:
+    def __init__(self, ctx: StrategyContext) -> None:
         self.ctx = ctx
-        self.skip_invalid = skip_invalid
+        self.skip_invalid = ctx.skip_invalid
         self.eos = ctx.tokenizer.eos_token_id
         self.skipped = 0
         self.truncated = 0
@@ -73,8 +73,8 @@ class _RowTokenizer:
                 self.skipped += 1
                 return None
             raise ValueError(
-                f"data row {prompt.uid}: the prompt is {len(p_ids)} tokens, rollout.max_model_len is "
-                f"{self.ctx.max_model_len} (raise it, or set strategy.options.skip_invalid=true)"
+                f"data row {prompt.uid!r} (<file stem>-<row>): the prompt is {len(p_ids)} tokens, "
+                f"rollout.max_model_len is {self.ctx.max_model_len} (raise it, or set data.skip_invalid=true)"
             )
         out = []
         for text in responses:
@@ -109,7 +109,7 @@ def _data_samples(
 class SFTStrategy:
     def __init__(self, ctx: StrategyContext, options: SFTOptions) -> None:
         self.ctx = ctx
-        self.tok = _RowTokenizer(ctx, options.skip_invalid)
+        self.tok = _RowTokenizer(ctx)
 
     def _samples(self, prompts: list[Prompt]) -> list[Sample]:
         out: list[Sample] = []
@@ -143,7 +143,7 @@ class PreferenceStrategy:
     def __init__(self, ctx: StrategyContext, options: PreferenceOptions) -> None:
         self.ctx = ctx
         self.options = options
-        self.tok = _RowTokenizer(ctx, options.skip_invalid)
+        self.tok = _RowTokenizer(ctx)
         self._ref_cache: dict[
             tuple[str, int], torch.Tensor
         ] = {}  # (uid, rank) -> response-token ref log-probs

@@ -1,0 +1,119 @@
+"""Preference and supervised modes through the real loop (Ray actors, DeepSpeed learners, vLLM for online):
+offline runs start no rollout workers, DPO on the bundled UltraFeedback pairs raises held-out reward accuracy,
+SFT lowers held-out NLL, online DPO runs on the normal loop with weight sync, bad rows fail naming the row."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from launch.config import load_recipe
+from launch.train import train
+from tests.conftest import SHARED_DATA, tiny_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+UF = SHARED_DATA / "llm" / "ultrafeedback_binarized_500" / "train_prefs.jsonl"
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _evals(out: Path, key: str) -> list[float]:
+    return [r[key] for r in _rows(out) if key in r]
+
+
+@pytest.mark.slow
+def test_offline_dpo_raises_heldout_reward_accuracy(tiny_model, ray_cluster, tmp_path, monkeypatch):
+    if not UF.is_file():
+        pytest.skip("shared UltraFeedback data not present")
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "dpo"
+    over = tiny_overrides(
+        tiny_model,
+        out,
+        **{
+            "total_steps": 10,
+            "trainer.lr": 1e-3,
+            "rollout.max_model_len": 192,
+            "curriculum.prompts_per_step": 16,
+            "eval.num_prompts": 64,
+            "eval.every": 5,
+            "eval.at_start": True,
+            "data.max_rows": 160,
+        },
+    )
+    train(load_recipe(ROOT / "recipes" / "dpo_tiny_cpu.yaml", over))
+    rows = _rows(out)
+    steps = [r for r in rows if "loss/dpo" in r]
+    assert len(steps) == 10 and not any("time/weight_sync" in r for r in steps)  # no rollout workers
+    acc = _evals(out, "eval/pref/accuracy")
+    margin = _evals(out, "eval/pref/margin")
+    assert margin[0] == pytest.approx(0.0, abs=1e-6)  # policy = reference at the start
+    assert acc[-1] > acc[0] and acc[-1] > 0.5, acc  # held-out pairs, never trained on
+    assert margin[-1] > 0.0, margin
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.slow
+def test_sft_learns_and_strict_eval_catches_an_echoing_policy(tiny_model, ray_cluster, tmp_path, monkeypatch):
+    """SFT teaches the tiny model to answer "What is 37 + 45?" with the question's own "37 + 45" (the hack the
+    default recipe once learned); the default recipe's held-out metric must score that 0 (the lenient check
+    would score it 1) and the guard must flag it."""
+    monkeypatch.chdir(ROOT)
+    q = "What is 37 + 45?"
+    train_file = _jsonl(tmp_path / "echo_train.jsonl", [{"question": q, "response": "37 + 45"}] * 32)
+    _jsonl(tmp_path / "echo_test.jsonl", [{"question": q, "response": "37 + 45"}] * 8)
+    sft_out = tmp_path / "sft"
+    template = "prompt.template='{text} Give the final answer as a number.'"
+    over = tiny_overrides(
+        tiny_model,
+        sft_out,
+        **{
+            "total_steps": 40,
+            "trainer.lr": 1e-3,
+            "data.source": str(train_file),
+            "data.response_field": "response",
+            "eval.num_prompts": 8,
+            "eval.every": 20,
+        },
+    )
+    train(load_recipe(ROOT / "recipes" / "sft_tiny_cpu.yaml", [*over, template]))
+    nll = _evals(sft_out, "eval/loss/nll")
+    assert nll[-1] < 0.1 * nll[0], f"held-out NLL did not fall: {nll}"
+    assert not any("time/weight_sync" in r for r in _rows(sft_out))  # offline: no rollout workers
+    echo_model = sft_out / "checkpoints" / "step_000040" / "model"
+
+    eval_file = _jsonl(tmp_path / "echo_eval.jsonl", [{"question": q, "answer": "82"}] * 8)
+    for strict in (True, False):
+        out = tmp_path / f"default_strict_{strict}"
+        over = tiny_overrides(
+            str(echo_model),
+            out,
+            **{
+                "total_steps": 1,
+                "curriculum.prompts_per_step": 2,
+                "curriculum.n_samples": 2,
+                "eval.num_prompts": 8,
+                "eval.source": str(eval_file),
+                "eval.at_start": True,
+                "eval.answer_check.kwargs.strict": str(strict).lower(),
+            },
+        )
+        train(load_recipe(ROOT / "recipes" / "grpo_default.yaml", over))
+        acc = _evals(out, "eval/accuracy")
+        copied = _evals(out, "eval/monitor/copied_expression")
+        samples = [json.loads(line) for line in (out / "eval" / "step_000000.jsonl").read_text().splitlines()]
+        echoed = sum("37 + 45" in s["completion"] for s in samples)
+        assert echoed >= 6, [s["completion"] for s in samples]  # the policy does echo
+        assert copied[0] >= 0.75
+        if strict:  # the default: the echo is wrong
+            assert acc[0] == 0.0 and not any(s["correct"] for s in samples)
+        else:  # the explicit lenient option shows what the strict check prevents
+            assert acc[0] >= 0.75
