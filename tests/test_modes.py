@@ -117,3 +117,29 @@ def test_sft_learns_and_strict_eval_catches_an_echoing_policy(tiny_model, ray_cl
             assert acc[0] == 0.0 and not any(s["correct"] for s in samples)
         else:  # the explicit lenient option shows what the strict check prevents
             assert acc[0] >= 0.75
+
+
+@pytest.mark.slow
+def test_online_dpo_recipe_smoke(tiny_model, ray_cluster, tmp_path, monkeypatch):
+    """Online DPO on the normal loop: vLLM samples, the reward ranks, DPO against the initial policy, weight sync."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "online_dpo"
+    over = tiny_overrides(
+        tiny_model,
+        out,
+        **{
+            "total_steps": 2,
+            "rollout.max_new_tokens": 8,
+            "curriculum.prompts_per_step": 4,
+            "curriculum.n_samples": 4,
+            "trainer.lr": 1e-3,
+        },
+    )
+    sevens = "rewards.functions=[{name: 'tests/support/toy_reward.py:sevens'}]"  # graded, so samples differ
+    train(load_recipe(ROOT / "recipes" / "online_dpo_tiny_cpu.yaml", [*over, sevens]))
+    steps = [r for r in _rows(out) if "reward_mean" in r]
+    assert len(steps) == 2
+    for r in steps:
+        assert r["sync/probe_diff"] < 0.01  # weights pushed to vLLM and verified
+        assert r["pref/lists"] + r["pref/uniform_dropped"] == 4  # one pair per prompt, or dropped (all tied)
+    assert any("loss/dpo" in r for r in steps)

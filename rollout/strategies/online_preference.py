@@ -80,6 +80,7 @@ class OnlinePreferenceStrategy:
             tb = preference_train_batch(samples, o.loss, o.loss_options, self.ctx.pad_id, o.nll_coef)
             for t in tb.terms:
                 t.mask.zero_()
+            tb.metrics["pref/lists"] = 0.0
         else:
             tb = preference_train_batch(samples, o.loss, o.loss_options, self.ctx.pad_id, o.nll_coef)
         tb.metrics["pref/uniform_dropped"] = float(dropped)

@@ -3,8 +3,10 @@
 (a) Only adapters train; the base stays bit-identical; the reference (adapters off) is the initial model; the
     exported weights are the merged ones under the base model's names; checkpoints hold a peft adapter and
     resume restores it. ZeRO-0 (1 rank) and ZeRO-3 (2 ranks); ZeRO-2 runs in the loop test.
-(b) The default recipe with ``model.lora.enabled=true``: the vLLM engine's greedy answers change after the
-    LoRA updates, the weight-sync probe passes, the checkpoint has the adapter (and the merged model).
+(b) The default recipe with ``model.lora.enabled=true`` (ZeRO-2, gradient checkpointing): the vLLM engine's
+    greedy answers change after the LoRA updates, the weight-sync probe passes, the checkpoint has the adapter
+    (and the merged model).
+Fast: the merge equals peft's own ``merge_and_unload`` without touching the model; config errors name the key.
 """
 
 from __future__ import annotations
@@ -50,6 +52,40 @@ def _probe(model, ids: list[int]) -> list[float]:
     x = torch.tensor([ids])
     with torch.no_grad():
         return token_logprobs(model, x, torch.ones_like(x))[0][0, 1:].tolist()
+
+
+def test_merged_state_dict_matches_peft_merge_and_leaves_model_alone(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    from trainer.lora import LoraSpec, merged_state_dict, wrap
+
+    torch.manual_seed(0)
+    model = wrap(
+        AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32), LoraSpec(r=4, alpha=8)
+    )
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if ".lora_B." in n:
+                p.normal_(0, 0.05)  # B starts at zero: give the adapters an effect
+    assert all(p.requires_grad == (".lora_" in n) for n, p in model.named_parameters())
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    merged = merged_state_dict(model, sd)
+    assert all(torch.equal(v, sd[k]) for k, v in model.state_dict().items()), "the merge touched the model"
+    reference = model.merge_and_unload().state_dict()
+    assert set(merged) == set(reference)
+    for k, v in reference.items():
+        assert torch.allclose(merged[k], v, atol=1e-6), k
+
+
+def test_lora_config_errors_name_the_key():
+    from launch.config import ConfigError, load_recipe
+
+    default = ROOT / "recipes" / "grpo_default.yaml"
+    for key, value in [("r", 0), ("alpha", 0), ("dropout", 1.0), ("target_modules", "[]")]:
+        with pytest.raises(ConfigError, match=f"model.lora.{key}:") as e:
+            load_recipe(default, ["model.lora.enabled=true", f"model.lora.{key}={value}"])
+        assert "\n" not in str(e.value)
+    assert load_recipe(default, ["model.lora.r=0"]).model.lora.r == 0  # not checked while disabled
 
 
 @pytest.mark.slow
@@ -146,9 +182,10 @@ def test_lora_loop_changes_generations_and_syncs(tiny_model, ray_cluster, tmp_pa
         **{
             "model.lora.enabled": True,
             "model.lora.save_merged": True,
+            "model.gradient_checkpointing": True,  # frozen embeddings: gradients must still reach the adapters
             "trainer.zero_stage": 2,
-            "trainer.lr": 1e-2,
-            "total_steps": 2,
+            "trainer.lr": 3e-2,
+            "total_steps": 3,
             "curriculum.prompts_per_step": 2,
             "curriculum.n_samples": 4,
             "eval.num_prompts": 4,
@@ -156,20 +193,21 @@ def test_lora_loop_changes_generations_and_syncs(tiny_model, ray_cluster, tmp_pa
             "eval.every": 0,
         },
     )
-    cfg = load_recipe(ROOT / "recipes" / "grpo_default.yaml", overrides)
+    sevens = "rewards.functions=[{name: 'tests/support/toy_reward.py:sevens'}]"  # varies on a random model
+    cfg = load_recipe(ROOT / "recipes" / "grpo_default.yaml", [*overrides, sevens])
     assert cfg.model.lora.enabled
     train(cfg)
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "sync/probe_diff" in r]
-    assert len(steps) == 2 and all(r["sync/probe_diff"] < 0.01 for r in steps)
+    assert len(steps) == 3 and all(r["sync/probe_diff"] < 0.01 for r in steps)
     greedy = {
         name: [json.loads(line)["completion"] for line in (out / "eval" / name).read_text().splitlines()]
-        for name in ("step_000000.jsonl", "step_000002.jsonl")
+        for name in ("step_000000.jsonl", "step_000003.jsonl")
     }
-    assert greedy["step_000000.jsonl"] != greedy["step_000002.jsonl"], "the engine's answers did not change"
+    assert greedy["step_000000.jsonl"] != greedy["step_000003.jsonl"], "the engine's answers did not change"
 
-    ckpt = out / "checkpoints" / "step_000002"
+    ckpt = out / "checkpoints" / "step_000003"
     assert (ckpt / "adapter" / "adapter_config.json").is_file()
     assert json.loads((ckpt / "adapter" / "adapter_config.json").read_text())["r"] == 8
     merged = AutoModelForCausalLM.from_pretrained(ckpt / "model")  # save_merged: an HF folder too
