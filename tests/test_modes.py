@@ -25,35 +25,77 @@ def _evals(out: Path, key: str) -> list[float]:
     return [r[key] for r in _rows(out) if key in r]
 
 
+def _echo_pairs(src: Path, dst: Path) -> Path:
+    """Preference pairs from the bundled worked additions: the worked solution is chosen, the question's own
+    expression ("51 + 29", the reward hack the default recipe once learned) is rejected."""
+    rows = [json.loads(line) for line in src.read_text().splitlines()]
+    out = [
+        {"question": r["question"], "chosen": r["solution"], "rejected": r["question"][8:-1]} for r in rows
+    ]
+    dst.write_text("".join(json.dumps(r) + "\n" for r in out))
+    return dst
+
+
 @pytest.mark.slow
 def test_offline_dpo_raises_heldout_reward_accuracy(tiny_model, ray_cluster, tmp_path, monkeypatch):
-    if not UF.is_file():
-        pytest.skip("shared UltraFeedback data not present")
+    """The learning test: DPO on pairs built from the bundled arithmetic data raises the held-out reward
+    accuracy (pairs of problems never trained on) from chance to near 1, on the real learners, with no
+    rollout workers; the reference log-probs come from the once-per-row cache."""
     monkeypatch.chdir(ROOT)
+    data = ROOT / "recipes" / "data"
+    train_file = _echo_pairs(data / "arith_solutions_train.jsonl", tmp_path / "pairs_train.jsonl")
+    _echo_pairs(data / "arith_solutions_test.jsonl", tmp_path / "pairs_test.jsonl")
     out = tmp_path / "dpo"
     over = tiny_overrides(
         tiny_model,
         out,
         **{
-            "total_steps": 10,
+            "total_steps": 8,
             "trainer.lr": 1e-3,
-            "rollout.max_model_len": 192,
+            "data.source": str(train_file),
+            "data.prompt_field": "question",
             "curriculum.prompts_per_step": 16,
             "eval.num_prompts": 64,
-            "eval.every": 5,
+            "eval.every": 4,
             "eval.at_start": True,
-            "data.max_rows": 160,
+        },
+    )
+    train(load_recipe(ROOT / "recipes" / "dpo_tiny_cpu.yaml", over))
+    steps = [r for r in _rows(out) if "loss/dpo" in r]
+    assert len(steps) == 8 and not any("time/weight_sync" in r for r in steps)  # no rollout workers
+    acc = _evals(out, "eval/pref/accuracy")
+    margin = _evals(out, "eval/pref/margin")
+    assert margin[0] == pytest.approx(0.0, abs=1e-6)  # fp32, policy = reference: no pair won yet
+    assert acc[0] <= 0.5 and acc[-1] >= 0.9, acc
+    assert margin[-1] > 0.5, margin
+
+
+@pytest.mark.slow
+def test_offline_dpo_ultrafeedback_smoke(tiny_model, ray_cluster, tmp_path, monkeypatch):
+    """The shipped DPO recipe on the real UltraFeedback pairs (chat message lists, a row with an empty
+    response skipped and counted, long answers truncated). A tiny char-level model does not learn these
+    preferences (held-out accuracy stays near chance), so this checks the mechanics only."""
+    if not UF.is_file():
+        pytest.skip("shared UltraFeedback data not present")
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "dpo_uf"
+    over = tiny_overrides(
+        tiny_model,
+        out,
+        **{
+            "total_steps": 2,
+            "rollout.max_model_len": 512,
+            "data.max_rows": 64,
+            "eval.num_prompts": 8,
+            "eval.at_start": True,
         },
     )
     train(load_recipe(ROOT / "recipes" / "dpo_tiny_cpu.yaml", over))
     rows = _rows(out)
+    assert [r["data/skipped_rows"] for r in rows if "data/skipped_rows" in r] == [1.0]  # row 50 is empty
     steps = [r for r in rows if "loss/dpo" in r]
-    assert len(steps) == 10 and not any("time/weight_sync" in r for r in steps)  # no rollout workers
-    acc = _evals(out, "eval/pref/accuracy")
-    margin = _evals(out, "eval/pref/margin")
-    assert margin[0] == pytest.approx(0.0, abs=1e-6)  # policy = reference at the start
-    assert acc[-1] > acc[0] and acc[-1] > 0.5, acc  # held-out pairs, never trained on
-    assert margin[-1] > 0.0, margin
+    assert len(steps) == 2 and all(r["data/truncated_responses"] > 0 for r in steps)
+    assert _evals(out, "eval/pref/margin")[0] == pytest.approx(0.0, abs=1e-6)
 
 
 def _jsonl(path: Path, rows: list[dict]) -> Path:
