@@ -248,27 +248,33 @@ class RewardScorer:
     def score(self, samples: list[Sample]) -> dict[str, float]:
         """Set ``reward``, ``reward_details`` and ``correct`` on each sample; return batch metrics."""
         t0 = time.perf_counter()
-        n = len(samples)
         prompts = [s.prompt.text for s in samples]
         completions = [s.response_text for s in samples]
         columns = self._columns(samples)
         failed: set[int] = set()
         values: dict[str, list[float | None]] = {}
         for p in self.plugins:
-            try:
-                out = self._run(p, prompts, completions, {**columns, **p.kwargs}) if n else []
-                vals, bad, problem = _check(out, n)
-            except Exception as e:
-                vals, bad, problem = [None] * n, list(range(n)), f"{type(e).__name__}: {e}"
-            if problem:
-                log.warning("reward plugin %r failed on %d of %d samples: %s", p.spec, len(bad), n, problem)
+            values[p.key], bad = self._values(p, prompts, completions, columns, "reward plugin")
             failed.update(bad)
-            values[p.key] = vals
         metrics = self._apply(samples, values)
         metrics |= self._monitor(samples, prompts, completions, columns)
         metrics["reward_failures"] = float(len(failed))
         metrics["reward_time_s"] = time.perf_counter() - t0
         return metrics
+
+    def _values(
+        self, p: _Plugin, prompts: list[str], completions: list[str], columns: dict[str, list[Any]], kind: str
+    ) -> tuple[list[float | None], list[int]]:
+        """One plugin's checked values and the indices it failed on (a failure is logged, never raised)."""
+        n = len(completions)
+        try:
+            out = self._run(p, prompts, completions, {**columns, **p.kwargs}) if n else []
+            vals, bad, problem = _check(out, n)
+        except Exception as e:
+            vals, bad, problem = [None] * n, list(range(n)), f"{type(e).__name__}: {e}"
+        if problem:
+            log.warning("%s %r failed on %d of %d samples: %s", kind, p.spec, len(bad), n, problem)
+        return vals, bad
 
     def _apply(self, samples: list[Sample], values: dict[str, list[float | None]]) -> dict[str, float]:
         for i, s in enumerate(samples):
@@ -296,15 +302,8 @@ class RewardScorer:
         self, samples: list[Sample], prompts: list[str], completions: list[str], columns: dict[str, list[Any]]
     ) -> dict[str, float]:
         metrics: dict[str, float] = {}
-        n = len(samples)
         for p in self.monitors:
-            try:
-                out = self._run(p, prompts, completions, {**columns, **p.kwargs}) if n else []
-                vals, bad, problem = _check(out, n)
-            except Exception as e:
-                vals, bad, problem = [None] * n, list(range(n)), f"{type(e).__name__}: {e}"
-            if problem:
-                log.warning("monitor %r failed on %d of %d samples: %s", p.spec, len(bad), n, problem)
+            vals, _ = self._values(p, prompts, completions, columns, "monitor")
             for s, v in zip(samples, vals):
                 s.reward_details[f"monitor/{p.key}"] = v
             got = [v for v in vals if v is not None]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from rollout.strategies.base import Generator
-from rollout.types import GenerationRequest, Prompt, Sample, SamplingParams
+from rollout.types import GenerationRequest, Prompt, PromptRequest, RolloutBatch, Sample, SamplingParams
 from trainer.advantages import get_advantage
 from trainer.batch import LossTerm, TrainBatch, collate
 
@@ -42,6 +42,19 @@ def generate_round(
                 )
             )
     return samples
+
+
+def single_round(ctx, requests: Sequence[PromptRequest], generator: Generator, scorer) -> RolloutBatch:
+    """One generation round (each request's n samples share a group), scored: GRPO's and online DPO's rollout."""
+    prompts = [r.prompt for r in requests]
+    ids = [ctx.renderer.render(p) for p in prompts]
+    groups = [f"{i}:{p.uid}" for i, p in enumerate(prompts)]
+    samples = generate_round(
+        generator, prompts, ids, [r.n_samples for r in requests], groups, params=ctx.sampling
+    )
+    metrics = scorer.score(samples)
+    metrics.update(rollout_metrics(samples))
+    return RolloutBatch(samples, metrics)
 
 
 def rollout_metrics(samples: Sequence[Sample]) -> dict[str, float]:

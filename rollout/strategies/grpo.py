@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rollout.strategies.base import Generator, Scorer, StrategyContext, register_strategy
-from rollout.strategies.common import generate_round, pg_train_batch, rollout_metrics
+from rollout.strategies.common import pg_train_batch, single_round
 from rollout.types import PromptRequest, RolloutBatch
 from trainer.batch import TrainBatch
 
@@ -28,15 +28,7 @@ class GRPOStrategy:
         self.options = options
 
     def rollout(self, requests: list[PromptRequest], generator: Generator, scorer: Scorer) -> RolloutBatch:
-        prompts = [r.prompt for r in requests]
-        ids = [self.ctx.renderer.render(p) for p in prompts]
-        groups = [f"{i}:{p.uid}" for i, p in enumerate(prompts)]
-        samples = generate_round(
-            generator, prompts, ids, [r.n_samples for r in requests], groups, params=self.ctx.sampling
-        )
-        metrics = scorer.score(samples)
-        metrics.update(rollout_metrics(samples))
-        return RolloutBatch(samples, metrics)
+        return single_round(self.ctx, requests, generator, scorer)
 
     def make_train_batch(self, batch: RolloutBatch) -> TrainBatch:
         samples = batch.samples

@@ -106,23 +106,34 @@ def _data_samples(
     ]
 
 
-class SFTStrategy:
-    def __init__(self, ctx: StrategyContext, options: SFTOptions) -> None:
-        self.ctx = ctx
-        self.tok = _RowTokenizer(ctx)
+class _DataRows:
+    """What both offline strategies use (by composition): a step's dataset rows as unscored Samples."""
 
-    def _samples(self, prompts: list[Prompt]) -> list[Sample]:
+    def __init__(self, ctx: StrategyContext, max_responses: int | None) -> None:
+        self.tok = _RowTokenizer(ctx)
+        self.max_responses = max_responses  # responses kept per row, best first (None: all)
+
+    def samples(self, prompts: list[Prompt]) -> list[Sample]:
         out: list[Sample] = []
         for i, p in enumerate(prompts):
-            texts = p.columns["responses"][:1]
+            texts = list(p.columns["responses"][: self.max_responses])
             got = self.tok(p, texts)
             if got is not None:
                 out += _data_samples(p, got[0], got[1], texts, i)
         return out
 
-    def rollout(self, requests: list[PromptRequest], generator: Generator, scorer: Scorer) -> RolloutBatch:
-        samples = self._samples([r.prompt for r in requests])
+    def batch(self, requests: list[PromptRequest]) -> RolloutBatch:
+        samples = self.samples([r.prompt for r in requests])
         return RolloutBatch(samples, _data_metrics(samples, self.tok))
+
+
+class SFTStrategy:
+    def __init__(self, ctx: StrategyContext, options: SFTOptions) -> None:
+        self.ctx = ctx
+        self.rows = _DataRows(ctx, max_responses=1)  # the target: the row's (best) response
+
+    def rollout(self, requests: list[PromptRequest], generator: Generator, scorer: Scorer) -> RolloutBatch:
+        return self.rows.batch(requests)
 
     def make_train_batch(self, batch: RolloutBatch) -> TrainBatch:
         s = batch.samples
@@ -130,10 +141,10 @@ class SFTStrategy:
         return TrainBatch(col.input_ids, col.attention_mask, [LossTerm("nll", 1.0, col.response_mask)])
 
     def eval_batch(self, prompts: list[Prompt]) -> TrainBatch:
-        return self.make_train_batch(RolloutBatch(self._samples(prompts)))
+        return self.make_train_batch(RolloutBatch(self.rows.samples(prompts)))
 
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        return {}  # the position in the data is the curriculum's
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
@@ -143,23 +154,13 @@ class PreferenceStrategy:
     def __init__(self, ctx: StrategyContext, options: PreferenceOptions) -> None:
         self.ctx = ctx
         self.options = options
-        self.tok = _RowTokenizer(ctx)
+        self.rows = _DataRows(ctx, options.max_responses)
         self._ref_cache: dict[
             tuple[str, int], torch.Tensor
         ] = {}  # (uid, rank) -> response-token ref log-probs
 
-    def _samples(self, prompts: list[Prompt]) -> list[Sample]:
-        out: list[Sample] = []
-        for i, p in enumerate(prompts):
-            texts = list(p.columns["responses"][: self.options.max_responses])
-            got = self.tok(p, texts)
-            if got is not None:
-                out += _data_samples(p, got[0], got[1], texts, i)
-        return out
-
     def rollout(self, requests: list[PromptRequest], generator: Generator, scorer: Scorer) -> RolloutBatch:
-        samples = self._samples([r.prompt for r in requests])
-        return RolloutBatch(samples, _data_metrics(samples, self.tok))
+        return self.rows.batch(requests)
 
     def make_train_batch(self, batch: RolloutBatch) -> TrainBatch:
         o = self.options
@@ -170,7 +171,7 @@ class PreferenceStrategy:
 
     def eval_batch(self, prompts: list[Prompt]) -> TrainBatch:
         o = self.options
-        return preference_train_batch(self._samples(prompts), o.loss, o.loss_options, self.ctx.pad_id)
+        return preference_train_batch(self.rows.samples(prompts), o.loss, o.loss_options, self.ctx.pad_id)
 
     def _cached_reference(self, samples: list[Sample], tb: TrainBatch) -> torch.Tensor:
         keys = [(s.prompt.uid, int(s.meta["rank"])) for s in samples]

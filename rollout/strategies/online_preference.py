@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rollout.strategies.base import Generator, Scorer, StrategyContext, register_strategy
-from rollout.strategies.common import generate_round, preference_train_batch, rollout_metrics
+from rollout.strategies.common import preference_train_batch, single_round
 from rollout.types import PromptRequest, RolloutBatch, Sample
 from trainer.batch import TrainBatch
 from trainer.losses import LOSSES
@@ -45,15 +45,7 @@ class OnlinePreferenceStrategy:
         self.options = options
 
     def rollout(self, requests: list[PromptRequest], generator: Generator, scorer: Scorer) -> RolloutBatch:
-        prompts = [r.prompt for r in requests]
-        ids = [self.ctx.renderer.render(p) for p in prompts]
-        groups = [f"{i}:{p.uid}" for i, p in enumerate(prompts)]
-        samples = generate_round(
-            generator, prompts, ids, [r.n_samples for r in requests], groups, params=self.ctx.sampling
-        )
-        metrics = scorer.score(samples)
-        metrics.update(rollout_metrics(samples))
-        return RolloutBatch(samples, metrics)
+        return single_round(self.ctx, requests, generator, scorer)
 
     def select(self, batch: RolloutBatch) -> tuple[list[Sample], int]:
         """The ranked samples that form pairs/lists (``meta["rank"]`` set), and how many prompts had none."""
