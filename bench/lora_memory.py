@@ -7,10 +7,11 @@ Builds one single-rank LearnerGroup (DeepSpeed ZeRO-0, bf16, 2 threads) per mode
 on the same GRPO-shaped TrainBatch (arithmetic prompts of the default recipe with random response tokens and
 advantages): one warm-up step, then ``--steps`` timed steps. Per mode it prints the learner process's peak
 RSS (``ru_maxrss``: model loading included) after construction and after training, its RSS now, trainable
-parameters, optimizer-state bytes and the mean step time. ``--kl`` adds a KL term: full fine-tuning then loads
-a second, frozen copy of the model as the reference, LoRA reuses the base with its adapters disabled.
-LoRA: r=8, alpha=16, the 7 attention + MLP projections (the recipe defaults). The machine is shared: the load
-average is printed at start and end.
+parameters, optimizer-state bytes and the mean step time: wall, and the learner process's CPU seconds (user +
+system, all threads), which a busy shared machine distorts less than wall time. ``--kl`` adds a KL term: full
+fine-tuning then loads a second, frozen copy of the model as the reference, LoRA reuses the base with its
+adapters disabled. LoRA: r=8, alpha=16, the 7 attention + MLP projections (the recipe defaults). The machine
+is shared: the load average is printed at start and end.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ def learner_memory(learner) -> dict[str, float]:
     masters = getattr(opt, "fp32_groups_flat_partition", None) or []
     state_bytes += sum(t.numel() * t.element_size() for t in masters if torch.is_tensor(t))
     params = list(learner.engine.module.parameters())
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cpu_s": usage.ru_utime + usage.ru_stime,  # all threads of the learner process
+        "peak_rss_mb": usage.ru_maxrss / 1024,
         "rss_mb": psutil.Process().memory_info().rss / 2**20,
         "trainable": float(sum(p.numel() for p in params if p.requires_grad)),
         "total_params": float(sum(p.numel() for p in params)),
@@ -95,6 +98,7 @@ def run_mode(mode: str, model_path: str, batch, args) -> dict[str, float]:
         built = group.call("run", "bench.lora_memory:learner_memory")[0]
         build_s = time.perf_counter() - t0
         group.train(batch, pad_id=0)  # warm-up
+        cpu0 = group.call("run", "bench.lora_memory:learner_memory")[0]["cpu_s"]
         times = []
         for _ in range(args.steps):
             t = time.perf_counter()
@@ -112,6 +116,7 @@ def run_mode(mode: str, model_path: str, batch, args) -> dict[str, float]:
         "total_params": trained["total_params"],
         "optimizer_mb": trained["optimizer_mb"],
         "step_s": sum(times) / len(times),
+        "step_cpu_s": (trained["cpu_s"] - cpu0) / len(times),
         "step_s_all": times,
     }
 
@@ -153,7 +158,7 @@ def main() -> None:
                 f"[{mode}] peak RSS {r['peak_rss_trained_mb']:.0f} MB (after build {r['peak_rss_built_mb']:.0f}), "
                 f"RSS now {r['rss_trained_mb']:.0f} MB, trainable {r['trainable'] / 1e6:.2f}M of "
                 f"{r['total_params'] / 1e6:.1f}M, optimizer state {r['optimizer_mb']:.1f} MB, "
-                f"step {r['step_s']:.2f} s ({steps}), build {r['build_s']:.1f} s",
+                f"step {r['step_s']:.2f} s wall ({steps}), {r['step_cpu_s']:.2f} s CPU, build {r['build_s']:.1f} s",
                 flush=True,
             )
     finally:
@@ -162,7 +167,7 @@ def main() -> None:
         f, lo = results["full"], results["lora"]
         print(
             f"lora/full: peak RSS {lo['peak_rss_trained_mb'] / f['peak_rss_trained_mb']:.2f}, "
-            f"step time {lo['step_s'] / f['step_s']:.2f}",
+            f"step wall time {lo['step_s'] / f['step_s']:.2f}, step CPU time {lo['step_cpu_s'] / f['step_cpu_s']:.2f}",
             flush=True,
         )
     print(f"load average at end: {os.getloadavg()}", flush=True)
