@@ -54,7 +54,7 @@ def train(cfg: RecipeConfig) -> dict[str, float]:
         start = state["step"]
         print(f"resumed from {path} at step {start}", flush=True)
     log = MetricsLogger.from_config(cfg, start)
-    if getattr(run.train_set, "skipped", 0):
+    if run.train_set.skipped:  # bad rows skipped under data.skip_invalid: counted, never silent
         log.log(-1, {"data/skipped_rows": float(run.train_set.skipped)}, advance=False)
     last: dict[str, float] = {}
     try:
