@@ -38,14 +38,10 @@ def fresh_problems(n: int, seed: int) -> list[tuple[int, int]]:
 
 
 def resolve(model: str) -> str:
-    from launch.prepare_model import resolve_model_path
+    """The HF folder of a model, checkpoint, run or builtin:NAME (the same resolution as ``launch.eval``)."""
+    from launch.eval import resolve_target
 
-    p = Path(model)
-    if (p / "latest").is_file():  # a checkpoints folder: its latest checkpoint's HF model
-        p = p / (p / "latest").read_text().strip() / "model"
-    elif (p / "model" / "config.json").is_file():  # one checkpoint folder
-        p = p / "model"
-    return str(p) if p.exists() else resolve_model_path(model)
+    return resolve_target(model).model_path
 
 
 def main(argv: list[str] | None = None) -> dict:

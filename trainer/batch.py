@@ -35,6 +35,11 @@ class LossTerm:
     def select(self, rows: torch.Tensor) -> LossTerm:
         return replace(self, mask=self.mask[rows], tensors={k: v[rows] for k, v in self.tensors.items()})
 
+    def to(self, device: torch.device) -> LossTerm:
+        return replace(
+            self, mask=self.mask.to(device), tensors={k: v.to(device) for k, v in self.tensors.items()}
+        )
+
 
 @dataclass
 class TrainBatch:

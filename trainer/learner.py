@@ -238,12 +238,7 @@ class Learner:
                 if term.mask.sum() == 0:
                     continue
                 red = _reducer(term, self.spec.const_norm)
-                term_dev = replace(
-                    term,
-                    mask=term.mask.to(self.device),
-                    tensors={k: v.to(self.device) for k, v in term.tensors.items()},
-                )
-                value, metrics = get_loss(term.loss).fn(inp, term_dev, red)
+                value, metrics = get_loss(term.loss).fn(inp, term.to(self.device), red)
                 n = max(red.minibatch_groups, red.minibatch_rows, 1.0)  # weight micro-batches by size
                 for k, v in {f"loss/{term.loss}": value, **metrics}.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * n
@@ -347,10 +342,8 @@ class Learner:
             )
             total = torch.zeros((), device=self.device)
             for term, red in zip(micro.terms, reducers):
-                mask = term.mask.to(self.device)
-                term_dev = replace(
-                    term, mask=mask, tensors={k: v.to(self.device) for k, v in term.tensors.items()}
-                )
+                term_dev = term.to(self.device)
+                mask = term_dev.mask
                 value, metrics = get_loss(term.loss).fn(inp, term_dev, red)
                 total = total + term.weight * value
                 step_loss[term.loss] = step_loss.get(term.loss, 0.0) + value.item()
