@@ -18,6 +18,7 @@ STRATEGY_MODULES = [
     "rollout.strategies.seele",
     "rollout.strategies.offline",
     "rollout.strategies.online_preference",
+    "rollout.strategies.cog_rethinker",
 ]
 CURRICULUM_MODULES = ["curricula.uniform", "curricula.cures"]
 

@@ -138,6 +138,20 @@ class TrainerConfig:
 
 
 @dataclass
+class DynamicSamplingConfig:
+    """DAPO's dynamic sampling (rollout/dynamic.py): drop groups without learning signal, refill the batch."""
+
+    enabled: bool = False
+    # A group is kept when this varies inside it: reward (the weighted sum) or accuracy (the verdicts).
+    metric: str = "reward"
+    max_rounds: int = (
+        4  # generation rounds per step at most (the first + refills); then train on what is kept
+    )
+    # Groups wanted per step; 0: as many as the curriculum's first request batch has prompts.
+    target_groups: int = 0
+
+
+@dataclass
 class AlgorithmConfig:
     advantage: str = "grpo"  # grpo | dr_grpo (no std division) | rloo | reinforce_pp
     loss_norm: str = "token"  # token | sequence | constant (Dr.GRPO; divides by rollout.max_new_tokens)
@@ -149,6 +163,8 @@ class AlgorithmConfig:
     ppo_epochs: int = 1  # passes over each train batch
     mini_batches: int = 1  # optimizer steps per pass
     logprobs_source: str = "recompute"  # behaviour log-probs: recompute in the learner, or take the engine's
+    overlong_filter: bool = False  # DAPO: truncated samples (hit max_new_tokens) are masked out of the loss
+    dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
 
 
 @dataclass
@@ -361,6 +377,28 @@ def _validate_eval_and_best(cfg: RecipeConfig, origin: str) -> None:
     )
 
 
+def _validate_dynamic(cfg: RecipeConfig, origin: str, strategies: dict[str, Any]) -> None:
+    ds = cfg.algorithm.dynamic_sampling
+    if not ds.enabled:
+        return
+    key = "algorithm.dynamic_sampling"
+    _check(
+        ds.metric in ("reward", "accuracy"),
+        origin,
+        f"{key}.metric",
+        f"{ds.metric!r} is not reward or accuracy",
+    )
+    _check(ds.max_rounds >= 1, origin, f"{key}.max_rounds", f"{ds.max_rounds} must be >= 1 (1: filter only)")
+    _check(ds.target_groups >= 0, origin, f"{key}.target_groups", f"{ds.target_groups} must be >= 0")
+    entry = strategies.get(cfg.strategy.name)
+    _check(
+        entry is None or entry.needs_generator,
+        origin,
+        key,
+        f"strategy {cfg.strategy.name!r} trains on a fixed dataset (no rollouts to resample); disable it",
+    )
+
+
 def _validate_lora(lora: LoraConfig, origin: str) -> None:
     if not lora.enabled:
         return
@@ -450,6 +488,7 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
         "algorithm.ppo_epochs",
         "ppo_epochs and mini_batches must be >= 1",
     )
+    _validate_dynamic(cfg, origin, reg.strategies)
     _check(
         cfg.rewards.isolation in ("process", "inline"), origin, "rewards.isolation", "use process or inline"
     )
@@ -486,9 +525,15 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
     plugin_keys += [(f"rewards.monitors[{i}]", s) for i, s in enumerate(cfg.rewards.monitors)]
     for key, spec in [*plugin_keys, ("eval.answer_check", cfg.eval.answer_check)]:
         try:
-            reg.resolve_reward(spec.name)
+            fn = reg.resolve_reward(spec.name)
         except Exception as e:  # the resolver's message names the path and the problem
             raise ConfigError(f"{origin}: {key}.name: {e}") from None
+        check = getattr(fn, "check_kwargs", None)  # a plugin may check its recipe kwargs up front
+        if check is not None:
+            try:
+                check(dict(spec.kwargs or {}))
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"{origin}: {key}.kwargs: {e}") from None
     src = cfg.data.source
     if src != "arithmetic" and not src.startswith("hf:"):
         _check(

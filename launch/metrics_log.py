@@ -82,6 +82,8 @@ class MetricsLogger:
             ("reward_mean", "reward", ".3f"),
             ("accuracy", "acc", ".3f"),
             ("response_len_mean", "len", ".1f"),
+            ("dynamic/groups_kept", "kept", ".0f"),  # dynamic sampling: groups trained on, generation rounds
+            ("dynamic/rounds", "rounds", ".0f"),
             ("kl", "kl", ".4f"),
             ("entropy", "ent", ".3f"),
             ("grad_norm", "gnorm", ".3f"),

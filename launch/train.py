@@ -39,6 +39,7 @@ def train(cfg: RecipeConfig) -> dict[str, float]:
     from launch.evaluate import evaluate
     from launch.metrics_log import MetricsLogger
     from launch.setup import build_run
+    from rollout.dynamic import collect_rollouts
 
     run = build_run(cfg)
     c = cfg.checkpoint
@@ -64,10 +65,17 @@ def train(cfg: RecipeConfig) -> dict[str, float]:
         for step in range(start, cfg.total_steps):
             timer = StepTimer()
             with timer("rollout"):
-                requests = run.curriculum.next_batch(step)  # which prompts, how many samples each
-                # generate and score; multi-round strategies (SEELE) call the generator several times
-                batch = run.strategy.rollout(requests, run.generator, run.scorer)
-            metrics = {**batch.metrics, **run.curriculum.observe(batch)}  # Beta counts, hint rates, ...
+                # curriculum: which prompts, how many samples each → strategy: generate and score (SEELE and
+                # Cog-Rethinker call the generator several times) → curriculum observes (Beta counts, ...).
+                # With dynamic sampling, groups without signal are dropped and more prompts are drawn.
+                batch, metrics = collect_rollouts(
+                    run.curriculum,
+                    run.strategy,
+                    run.generator,
+                    run.scorer,
+                    step,
+                    cfg.algorithm.dynamic_sampling,
+                )
             train_batch = run.strategy.make_train_batch(batch)  # advantages, loss terms
             with timer("learner"):
                 metrics |= run.learners.train(train_batch, run.pad_id)  # DeepSpeed step(s) on every rank

@@ -4,6 +4,8 @@
   ``resolve_reward`` (registered name, ``pkg.mod:fn`` or ``path/to/file.py:fn``).
 - :mod:`rewards.math`      ``math``: final-answer equivalence with math-verify.
 - :mod:`rewards.format`    ``format``: a regular-expression check (default: a ``\\boxed{}`` answer).
+- :mod:`rewards.overlong`  ``overlong``: DAPO's soft length penalty over a buffer before the cap.
+- :mod:`rewards.guards`    ``copied_expression``: an answer that copies the question's expression.
 - :mod:`rewards.scorer`    ``RewardScorer``: calls every plugin once per batch, isolated in a worker process,
   and fills in ``Sample.reward`` / ``reward_details`` / ``correct``.
 """

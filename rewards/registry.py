@@ -6,7 +6,8 @@ A reward plugin is a plain function (the contract of TRL's reward functions)::
 
 - ``prompts[i]`` is the problem text (before any chat template), ``completions[i]`` the model's reply.
 - ``columns`` are the dataset columns as lists aligned with the batch: always ``answer`` (the reference
-  answer, ``None`` where the row has none) plus every key of ``Prompt.columns``; then the recipe's
+  answer, ``None`` where the row has none) and ``completion_ids`` (each completion's generated token ids,
+  as in TRL) plus every key of ``Prompt.columns``; then the recipe's
   ``kwargs`` for this function (plain values, not lists). Accept ``**kwargs`` to ignore the rest.
 - Return one value per completion: a number (``True``/``False`` count as 1/0), or ``None`` for
   "no reward signal" (the sample is left out of the loss). NaN, a wrong length or a non-number is
@@ -18,6 +19,9 @@ Example, a plugin in ``my_rewards.py`` named as ``my_rewards.py:short`` in a rec
 ...     return [1.0 if len(c) <= max_chars else 0.0 for c in completions]
 >>> short(["What is 2 + 3?"], ["5", "It is five, because two plus three is five."], answer=["5", "5"])
 [1.0, 0.0]
+
+A plugin may carry ``fn.check_kwargs(kwargs)`` (raise ValueError on bad recipe kwargs): the recipe check
+calls it before any actor starts, so a missing option fails at load time with its key.
 
 ``resolve_reward(spec)`` accepts a registered name (``math``, ``format``), an import path
 ``pkg.mod:fn`` or a file path ``path/to/file.py:fn`` (relative to the current directory).
@@ -125,3 +129,4 @@ def reward_key(spec: str) -> str:
 from rewards import format as _format  # noqa: E402, F401
 from rewards import guards as _guards  # noqa: E402, F401
 from rewards import math as _math  # noqa: E402, F401
+from rewards import overlong as _overlong  # noqa: E402, F401

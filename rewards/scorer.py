@@ -243,6 +243,7 @@ class RewardScorer:
         cols["answer"] = [
             s.prompt.answer for s in samples
         ]  # the reference answer wins over a column named so
+        cols["completion_ids"] = [list(s.response_ids) for s in samples]  # token lengths (overlong), as TRL
         return cols
 
     def score(self, samples: list[Sample]) -> dict[str, float]:

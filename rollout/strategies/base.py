@@ -4,6 +4,9 @@ A strategy may run several generation rounds inside a step (SEELE's hint rounds,
 follow-ups), so it receives the generator *and* the reward scorer and returns a scored
 :class:`RolloutBatch`. It then defines the advantage groups and loss terms in ``make_train_batch``.
 Strategies register with :func:`register_strategy` together with a dataclass of their options.
+
+Optional hook: ``keeps_group(samples, metric) -> bool`` decides which advantage groups DAPO's dynamic sampling
+keeps (rollout/dynamic.py; default: the metric varies inside the group).
 """
 
 from __future__ import annotations

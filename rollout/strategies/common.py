@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -57,6 +58,26 @@ def single_round(ctx, requests: Sequence[PromptRequest], generator: Generator, s
     return RolloutBatch(samples, metrics)
 
 
+def merge_scores(parts: list[tuple[dict[str, float], int]], samples: list[Sample]) -> dict[str, float]:
+    """Combine the scorer's per-round metrics: times and failure counts add up, means are sample-weighted."""
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    out: dict[str, float] = {}
+    for m, n in parts:
+        for k, v in m.items():
+            if k.endswith("_s") or k == "reward_failures":
+                out[k] = out.get(k, 0.0) + v
+            elif not math.isnan(v):
+                sums[k] = sums.get(k, 0.0) + v * n
+                weights[k] = weights.get(k, 0.0) + n
+    out |= {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
+    rewards = [s.reward for s in samples if s.reward is not None]
+    verdicts = [s.correct for s in samples if s.correct is not None]
+    out["reward_mean"] = sum(rewards) / len(rewards) if rewards else float("nan")
+    out["accuracy"] = sum(verdicts) / len(verdicts) if verdicts else float("nan")
+    return out
+
+
 def rollout_metrics(samples: Sequence[Sample]) -> dict[str, float]:
     n = max(len(samples), 1)
     lens = [len(s.response_ids) for s in samples]
@@ -78,7 +99,9 @@ def pg_train_batch(
     """Clipped PG on generated tokens (+ KL to the reference when ``algorithm.kl_coef > 0``).
 
     Samples without a reward (a plugin failed) keep their row but get an all-zero mask, so they add
-    no gradient and do not bias the normaliser.
+    no gradient and do not bias the normaliser. With ``algorithm.overlong_filter`` (DAPO) truncated
+    samples (``finish_reason == "length"``) are masked the same way: their reward judges an unfinished
+    answer. They still count in their group's baseline, as in DAPO.
     """
     rewards = [s.reward for s in samples]
     if advantages is None:
@@ -89,7 +112,10 @@ def pg_train_batch(
         pad_id,
         [s.logprobs for s in samples],
     )
-    valid = torch.tensor([r is not None for r in rewards], dtype=torch.float32)[:, None]
+    cut = [algorithm.overlong_filter and s.finish_reason == "length" for s in samples]
+    valid = torch.tensor([r is not None and not c for r, c in zip(rewards, cut)], dtype=torch.float32)[
+        :, None
+    ]
     mask = col.response_mask * valid
     adv = torch.tensor(list(advantages), dtype=torch.float32)
     norm_opts = {"norm": algorithm.loss_norm}
@@ -118,7 +144,11 @@ def pg_train_batch(
         col.attention_mask,
         terms,
         col.engine_logprobs,
-        metrics={"adv_abs_mean": adv.abs().mean().item() if len(adv) else 0.0, "adv_nonzero_frac": nz},
+        metrics={
+            "adv_abs_mean": adv.abs().mean().item() if len(adv) else 0.0,
+            "adv_nonzero_frac": nz,
+            **({"overlong_filtered": float(sum(cut))} if algorithm.overlong_filter else {}),
+        },
     )
 
 

@@ -1,9 +1,9 @@
 """Plain GRPO: one generation round, group = all samples of one prompt request.
 
-Options cover the common variants: group-normalised (GRPO) or mean-only (Dr.GRPO) advantages are
-chosen by ``algorithm.advantage``; ``filter_uniform_groups`` drops groups whose rewards are all equal
-(DAPO's dynamic sampling without the resampling loop: they carry zero advantage anyway, dropping
-them only saves learner compute).
+The common variants are algorithm options, not strategies: group-normalised (GRPO) or mean-only
+(Dr.GRPO) advantages by ``algorithm.advantage``; DAPO = ``clip_eps_high`` > ``clip_eps_low``, token-level
+``loss_norm``, ``dynamic_sampling`` (rollout/dynamic.py), ``overlong_filter`` and the ``overlong`` reward
+(recipes/dapo_tiny_cpu.yaml).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from trainer.batch import TrainBatch
 
 @dataclass
 class GRPOOptions:
-    filter_uniform_groups: bool = False  # drop zero-variance groups before the learner
+    pass
 
 
 class GRPOStrategy:
@@ -31,15 +31,7 @@ class GRPOStrategy:
         return single_round(self.ctx, requests, generator, scorer)
 
     def make_train_batch(self, batch: RolloutBatch) -> TrainBatch:
-        samples = batch.samples
-        if self.options.filter_uniform_groups:
-            keep = {
-                g
-                for g, ss in batch.groups().items()
-                if len({s.reward for s in ss if s.reward is not None}) > 1
-            }
-            samples = [s for s in samples if s.group_id in keep] or samples[:1]
-        return pg_train_batch(samples, self.ctx.algorithm, self.ctx.pad_id)
+        return pg_train_batch(batch.samples, self.ctx.algorithm, self.ctx.pad_id)
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -25,14 +25,13 @@ Departures from the paper:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from rollout.strategies.base import Generator, Scorer, StrategyContext, pg_losses, register_strategy
-from rollout.strategies.common import generate_round, pg_train_batch, rollout_metrics
+from rollout.strategies.common import generate_round, merge_scores, pg_train_batch, rollout_metrics
 from rollout.strategies.irt import fit_3pl, invert_3pl, with_anchors
 from rollout.types import Prompt, PromptRequest, RolloutBatch, Sample
 from trainer.advantages import get_advantage
@@ -170,7 +169,7 @@ class SeeleStrategy:
         metrics["seele/hint_rate_mean"] = sum(s.meta["hint_rate"] for s in samples) / max(len(samples), 1)
         metrics["seele/target_gap"] = sum(gaps) / len(gaps) if gaps else float("nan")
         metrics["seele/hint_tokens_mean"] = sum(s.meta["hint_len"] for s in samples) / max(len(samples), 1)
-        metrics.update(_merge_scores(score_parts, samples))
+        metrics.update(merge_scores(score_parts, samples))
         metrics.update(rollout_metrics(samples))
         return RolloutBatch(samples, metrics)
 
@@ -239,26 +238,6 @@ def hint_mask(samples: list[Sample]) -> torch.Tensor:
         if n > 0:
             mask[b, max(P - n, 1) : P] = 1.0  # position 0 has no predecessor: never a target
     return mask
-
-
-def _merge_scores(parts: list[tuple[dict[str, float], int]], samples: list[Sample]) -> dict[str, float]:
-    """Combine the scorer's per-round metrics: times and failure counts add up, means are sample-weighted."""
-    sums: dict[str, float] = {}
-    weights: dict[str, float] = {}
-    out: dict[str, float] = {}
-    for m, n in parts:
-        for k, v in m.items():
-            if k.endswith("_s") or k == "reward_failures":
-                out[k] = out.get(k, 0.0) + v
-            elif not math.isnan(v):
-                sums[k] = sums.get(k, 0.0) + v * n
-                weights[k] = weights.get(k, 0.0) + n
-    out |= {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
-    rewards = [s.reward for s in samples if s.reward is not None]
-    verdicts = [s.correct for s in samples if s.correct is not None]
-    out["reward_mean"] = sum(rewards) / len(rewards) if rewards else float("nan")
-    out["accuracy"] = sum(verdicts) / len(verdicts) if verdicts else float("nan")
-    return out
 
 
 def _seele_losses(options: SeeleOptions, algorithm: Any) -> list[str]:

@@ -198,7 +198,7 @@ def test_builtins_registered_without_math_verify() -> None:
 
     code = "import sys, rewards.registry as r; print(sorted(r.REWARDS), 'math_verify' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['copied_expression', 'format', 'math'] False"
+    assert out.strip() == "['copied_expression', 'format', 'math', 'overlong'] False"
 
 
 def test_register_reward() -> None:
