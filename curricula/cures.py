@@ -8,20 +8,29 @@ samples m = prompts_per_step prompts without replacement from
     ρ*(x) ∝ exp( √(p̂(1−p̂)) / τ )
 
 and gives prompt i the quota n_i = N · σ_i / Σ_j σ_j (N = prompts_per_step × n_samples unless ``budget``),
-clamped to [n_min, n_max] and rounded so the total stays N (largest remainders). σ_i (``sigma_estimator``):
+clamped to [n_min, n_max] and rounded so the total stays N (largest remainders); ``allocation: uniform``
+gives every chosen prompt N/m instead (an ablation). σ_i (``sigma_estimator``):
 
-- ``gradient`` (paper): σ² = p(1−p)²·E₁‖g‖² + p²(1−p)·E₀‖g‖² − p²(1−p)²·‖E₁g − E₀g‖², with g the gradient
-  of −log π w.r.t. the token embeddings (trainer/grad_norms.py), E₁/E₀ over correct/wrong samples;
+- ``gradient`` (paper): σ² = p(1−p)²·E₁‖g‖² + p²(1−p)·E₀‖g‖² − p²(1−p)²·‖E₁g − E₀g‖², with g the per-sample
+  gradient of log π(response) w.r.t. the parameters chosen by ``grad_params`` (trainer/grad_stats.py:
+  ``last_block`` by default, ``all`` for the full model, or name globs), E₁/E₀ over correct/wrong samples. Costs
+  one single-row forward and one (partial) backward per sample at each estimate; ``cures/grad_stats_s``
+  logs the time. ZeRO ≤ 2 only;
+- ``embedding_norm`` (the released code's cheap proxy): the same formula from per-sample norms of the
+  gradient w.r.t. the token embeddings (trainer/grad_norms.py), with the cross term approximated by
+  (E₁‖g‖ − E₀‖g‖)². Because E‖g‖ ≥ ‖Eg‖ this is *not* a bound in either direction: for correct samples
+  g = ±v and a wrong one g = 0 the true cross term is 0 but the proxy subtracts p²(1−p)²‖v‖², so σ is
+  under-estimated (down to the clamp at 0); with parallel mean gradients it is exact. Works under ZeRO-3;
 - ``bernoulli``: σ = √(p̂(1−p̂)) (no learner calls).
 
 ``observe`` adds every verdict to the Beta counts (``Sample.correct``; None is ignored). Estimates reset at
 the next subset. After T subsets the data is reshuffled and split again (a new epoch).
 
 Departures from the paper:
-- Only norms are estimated, not gradient vectors, so ‖E₁g − E₀g‖ is approximated by |E₁‖g‖ − E₀‖g‖| (as if
-  the two mean gradients were parallel). This subtracts at most the true term, so σ is never under-estimated;
-  with equal norms c it gives σ = c·√(p(1−p)), the Bernoulli form. A class without samples borrows the
-  prompt's pooled norm statistics (prompts never rolled out borrow the subset's).
+- ``gradient`` uses a parameter subset by default (the paper's gradient is over all parameters: ``all``). The
+  cross term is the plug-in ‖mean₁g − mean₀g‖² of the latest estimate that saw both classes of a prompt
+  (the cold start, or a step with ``grad_norms_in_steps``); without one it is 0, which can only over-estimate
+  σ. A class without samples borrows the prompt's pooled E‖g‖² (prompts never rolled out borrow the subset's).
 - ``cold_start_prompts`` may cold-start only a random part of a subset (the rest keep the prior) and
   ``grad_norms_in_steps`` refreshes the norm statistics from each step's samples too (one extra backward).
 - T is lowered when the data has fewer than T · prompts_per_step prompts (a subset must fill one step).
@@ -39,7 +48,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,6 +60,7 @@ from rollout.types import Prompt, PromptRequest, RolloutBatch, Sample
 log = logging.getLogger(__name__)
 
 GRAD_NORMS_FN = "trainer.grad_norms:sample_grad_norms"
+GRAD_MOMENTS_FN = "trainer.grad_stats:prompt_grad_moments"
 
 
 @dataclass
@@ -63,10 +74,14 @@ class CuresOptions:
     budget: int | None = None  # N rollouts per step (null: prompts_per_step × n_samples)
     n_min: int = 4  # quota clamp (released code: 4..8); ≥ 2 so every group has a baseline
     n_max: int = 8
-    sigma_estimator: str = "gradient"  # gradient (paper, needs learners) | bernoulli (√(p̂(1−p̂)))
+    sigma_estimator: str = "gradient"  # gradient (paper) | embedding_norm (released-code proxy) | bernoulli
+    grad_params: list[str] = field(
+        default_factory=lambda: ["last_block"]
+    )  # gradient: last_block | all | globs
+    allocation: str = "sigma"  # sigma (paper: n_i ∝ σ_i) | uniform (every chosen prompt N/m: an ablation)
     cold_start_samples: int = 4  # N': rollouts per prompt in a subset's cold start (0: no cold start)
     cold_start_prompts: int | None = None  # cold-start only this many random prompts of a subset (null: all)
-    grad_norms_in_steps: bool = False  # also update gradient-norm statistics from each step's samples
+    grad_norms_in_steps: bool = False  # also update gradient statistics from each step's samples
     drop_uniform_prompts: bool = False  # released code: all-right/all-wrong prompts get σ=0, not sampled
     beta_updates: str = "always"  # always (paper) | cold_start_only (released code without group filtering)
 
@@ -113,11 +128,17 @@ def allocate_rollouts(sigma: np.ndarray | list[float], total: int, n_min: int, n
     return n.tolist()
 
 
-def gradient_sigma(p: float, sq1: float, mean1: float, sq0: float, mean0: float) -> float:
-    """σ from the variance formula; sq = E‖g‖², mean = E‖g‖ for correct (1) and wrong (0) samples."""
+def gradient_sigma(p: float, sq1: float, sq0: float, d2: float) -> float:
+    """σ from the paper's variance formula: sq = E‖g‖² over correct (1) / wrong (0) samples, d2 = ‖E₁g − E₀g‖²."""
     q = 1.0 - p
-    var = p * q * q * sq1 + p * p * q * sq0 - (p * q) ** 2 * (mean1 - mean0) ** 2
+    var = p * q * q * sq1 + p * p * q * sq0 - (p * q) ** 2 * d2
     return math.sqrt(max(var, 0.0))
+
+
+def norm_proxy_sigma(p: float, sq1: float, mean1: float, sq0: float, mean0: float) -> float:
+    """The released code's proxy: ``gradient_sigma`` with d2 ≈ (E₁‖g‖ − E₀‖g‖)² (mean = E‖g‖). Exact only when
+    the two mean gradients are parallel; otherwise it can under- or over-estimate σ (module docstring)."""
+    return gradient_sigma(p, sq1, sq0, (mean1 - mean0) ** 2)
 
 
 # ---------------------------------------------------------------- per-subset estimates
@@ -126,7 +147,7 @@ def gradient_sigma(p: float, sq1: float, mean1: float, sq0: float, mean0: float)
 class _Estimates:
     """Beta counts, observed verdicts and gradient-norm sums of the current subset's prompts."""
 
-    FIELDS = ("alpha", "beta", "right", "wrong", "n1", "s1", "q1", "n0", "s0", "q0")
+    FIELDS = ("alpha", "beta", "right", "wrong", "n1", "s1", "q1", "n0", "s0", "q0", "d2")
 
     def __init__(self, size: int, prior_alpha: float, prior_beta: float) -> None:
         self.alpha = np.full(size, prior_alpha)
@@ -136,6 +157,7 @@ class _Estimates:
         # per class c ∈ {1: correct, 0: wrong}: sample count, Σ‖g‖, Σ‖g‖²
         self.n1, self.s1, self.q1 = np.zeros(size), np.zeros(size), np.zeros(size)
         self.n0, self.s0, self.q0 = np.zeros(size), np.zeros(size), np.zeros(size)
+        self.d2 = np.full(size, np.nan)  # ‖mean₁g − mean₀g‖² of the latest estimate with both classes
 
     def p_hat(self) -> np.ndarray:
         return self.alpha / (self.alpha + self.beta)
@@ -150,7 +172,15 @@ class _Estimates:
             self.s0[i] += g
             self.q0[i] += g * g
 
-    def sigma_gradient(self) -> np.ndarray:
+    def add_moments(self, i: int, m: dict[str, float]) -> None:
+        """Fold one prompt's gradient moments (trainer/grad_stats.py:group_moments) into its sums."""
+        for k in ("n1", "s1", "q1", "n0", "s0", "q0"):
+            getattr(self, k)[i] += m[k]
+        if not math.isnan(m["d2"]):
+            self.d2[i] = m["d2"]
+
+    def sigma_gradient(self, vectors: bool) -> np.ndarray:
+        """σ per prompt; ``vectors``: the cross term from ``d2`` (paper), else from the norm means (proxy)."""
         p = self.p_hat()
         n_all = self.n1 + self.n0
         tot = float(n_all.sum())
@@ -166,7 +196,11 @@ class _Estimates:
                 pm, pq = g_mean, g_sq
             m1, q1 = (self.s1[i] / self.n1[i], self.q1[i] / self.n1[i]) if self.n1[i] else (pm, pq)
             m0, q0 = (self.s0[i] / self.n0[i], self.q0[i] / self.n0[i]) if self.n0[i] else (pm, pq)
-            out[i] = gradient_sigma(float(p[i]), q1, m1, q0, m0)
+            if vectors:
+                d2 = 0.0 if math.isnan(self.d2[i]) else float(self.d2[i])
+                out[i] = gradient_sigma(float(p[i]), q1, q0, d2)
+            else:
+                out[i] = norm_proxy_sigma(float(p[i]), q1, m1, q0, m0)
         return out
 
     def state(self) -> dict[str, list[float]]:
@@ -174,7 +208,8 @@ class _Estimates:
 
     def load(self, state: dict[str, list[float]]) -> None:
         for f in self.FIELDS:
-            setattr(self, f, np.asarray(state[f], dtype=np.float64))
+            if f in state:  # checkpoints from before the d2 field keep its NaN default
+                setattr(self, f, np.asarray(state[f], dtype=np.float64))
 
 
 # ---------------------------------------------------------------- the curriculum
@@ -236,7 +271,7 @@ class CuresCurriculum:
             p = self.est.p_hat()
             sig = np.sqrt(p * (1.0 - p))
         else:
-            sig = self.est.sigma_gradient()
+            sig = self.est.sigma_gradient(vectors=self.options.sigma_estimator == "gradient")
         if self.options.drop_uniform_prompts:
             seen = (self.est.right + self.est.wrong) > 0
             sig = np.where(seen & ((self.est.right == 0) | (self.est.wrong == 0)), 0.0, sig)
@@ -263,18 +298,41 @@ class CuresCurriculum:
                 else:
                     self.est.beta[i] += 1
                     self.est.wrong[i] += 1
-        if norms and judged:
+        if not (norms and judged):
+            return
+        t0 = time.perf_counter()
+        if self.options.sigma_estimator == "gradient":
+            for uid, m in self._grad_moments(judged):
+                self.est.add_moments(pos[uid], m)
+        else:
             for s, g in zip(judged, self._grad_norms(judged)):
                 self.est.add_norm(pos[s.prompt.uid], bool(s.correct), g)
+        key = "cures/grad_stats_s"
+        self._pending[key] = self._pending.get(key, 0.0) + time.perf_counter() - t0
 
-    def _grad_norms(self, samples: list[Sample]) -> list[float]:
-        """Per-sample ‖∇_emb −log π(response)‖ from the learners (rows split across ranks)."""
+    def _nll_batch(self, samples: list[Sample]) -> Any:
         from trainer.batch import LossTerm, TrainBatch, collate
 
         tok = self.ctx.renderer.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         col = collate([s.prompt_ids for s in samples], [s.response_ids for s in samples], pad)
-        batch = TrainBatch(col.input_ids, col.attention_mask, [LossTerm("nll", 1.0, col.response_mask)])
+        return TrainBatch(col.input_ids, col.attention_mask, [LossTerm("nll", 1.0, col.response_mask)]), pad
+
+    def _grad_moments(self, samples: list[Sample]) -> list[tuple[str, dict[str, float]]]:
+        """Per-prompt gradient moments from the learners (whole prompts per rank, trainer/grad_stats.py)."""
+        batch, _ = self._nll_batch(samples)
+        uids = sorted({s.prompt.uid for s in samples})
+        gid = {u: i for i, u in enumerate(uids)}
+        groups = [gid[s.prompt.uid] for s in samples]
+        correct = [bool(s.correct) for s in samples]
+        parts = self.ctx.learners.call(
+            "run", GRAD_MOMENTS_FN, batch, groups, correct, list(self.options.grad_params)
+        )
+        return [(uids[g], m) for part in parts for g, m in part]
+
+    def _grad_norms(self, samples: list[Sample]) -> list[float]:
+        """Per-sample ‖∇_emb −log π(response)‖ from the learners (rows split across ranks)."""
+        batch, pad = self._nll_batch(samples)
         batch = batch.pad_rows(self.ctx.learners.world, pad)  # equal forwards per rank (ZeRO-3)
         norms = [0.0] * len(samples)
         for part in self.ctx.learners.call("run", GRAD_NORMS_FN, batch):
@@ -300,7 +358,7 @@ class CuresCurriculum:
             self.ctx.generator, prompts, ids, [n] * len(prompts), [f"cold:{p.uid}" for p in prompts]
         )
         self.ctx.scorer.score(samples)
-        use_grads = self.options.sigma_estimator == "gradient" and self.ctx.learners is not None
+        use_grads = self.options.sigma_estimator != "bernoulli" and self.ctx.learners is not None
         self._record(samples, self._pos(), counts=True, norms=use_grads)
         self.cold_start_total += len(samples)
         self.samples_total += len(samples)
@@ -315,7 +373,8 @@ class CuresCurriculum:
         sigma = self._sigma()
         probs = self._probs(sigma)
         chosen = _sample_without_replacement(self.rng, probs, min(self.m, len(self.subset)))
-        quotas = allocate_rollouts(sigma[chosen], self.budget, self.options.n_min, self.options.n_max)
+        weights = sigma[chosen] if self.options.allocation == "sigma" else np.ones(len(chosen))
+        quotas = allocate_rollouts(weights, self.budget, self.options.n_min, self.options.n_max)
         self.step_in_subset += 1
         p = self.est.p_hat()[chosen]
         self._pending |= {
@@ -331,7 +390,7 @@ class CuresCurriculum:
         self.samples_total += len(batch.samples)
         pos = self._pos()
         use_grads = (
-            self.options.sigma_estimator == "gradient"
+            self.options.sigma_estimator != "bernoulli"
             and self.options.grad_norms_in_steps
             and self.ctx.learners is not None
         )
@@ -392,7 +451,12 @@ def _validate(o: CuresOptions) -> None:
     need(o.tau > 0, "tau must be > 0")
     need(o.prior_alpha > 0 and o.prior_beta > 0, "prior_alpha and prior_beta must be > 0")
     need(1 <= o.n_min <= o.n_max, "n_min/n_max: need 1 <= n_min <= n_max")
-    need(o.sigma_estimator in ("gradient", "bernoulli"), "sigma_estimator: use gradient or bernoulli")
+    need(
+        o.sigma_estimator in ("gradient", "embedding_norm", "bernoulli"),
+        f"sigma_estimator: {o.sigma_estimator!r} is not gradient, embedding_norm or bernoulli",
+    )
+    need(o.allocation in ("sigma", "uniform"), f"allocation: {o.allocation!r} is not sigma or uniform")
+    need(len(o.grad_params) >= 1, "grad_params: name last_block, all, or parameter-name globs")
     need(o.temperature_mode in ("global", "code"), "temperature_mode: use global or code")
     need(o.beta_updates in ("always", "cold_start_only"), "beta_updates: use always or cold_start_only")
     need(o.cold_start_samples >= 0, "cold_start_samples must be >= 0")

@@ -18,8 +18,11 @@ Departures from the paper:
 - ``advantage`` may name any registered estimator (null: ``algorithm.advantage``); the paper is dr_grpo.
 - The rate stored for the next visit is the fit to all m rounds of the step (one more inversion after
   the last round), so the last round's accuracy is not wasted.
-- Rewards read hint ⊕ response (``score_with_hint``), since the response continues the hint and the
-  final answer may straddle the cut; ``Sample.response_text`` keeps the generated text only.
+- Rewards read hint ⊕ response by default (``score_with_hint``), since the response continues the hint and
+  the final answer may straddle the cut; ``Sample.response_text`` keeps the generated text only. When the hint
+  holds the answer this scores the hint, not the model (bench/RESULTS_seele_cures.md measures it);
+  ``score_with_hint: false`` is the paper's verifier on the response alone.
+- ``fixed_hint_rate`` (an ablation, not the method) replaces the controller with one constant rate.
 - The NLL term is normalised like the PG term (``algorithm.loss_norm``) over the hint tokens of all rows.
 """
 
@@ -49,7 +52,10 @@ class SeeleOptions:
     )
     advantage: str | None = "dr_grpo"  # estimator over all rounds of a problem; null: algorithm.advantage
     max_hint_rate: float = 1.0  # cap on p (1.0 = paper; lower it to keep the answer itself out of hints)
-    score_with_hint: bool = True  # rewards read hint ⊕ response (the response continues the hint's solution)
+    score_with_hint: bool = (
+        True  # rewards read hint ⊕ response; false: the response only (the paper's verifier)
+    )
+    fixed_hint_rate: float | None = None  # ablation: every round of every problem at this rate, no IRT fit
 
     def __post_init__(self) -> None:  # runs when the recipe loads, before any actor starts
         if self.rounds < 1:
@@ -60,6 +66,10 @@ class SeeleOptions:
             raise ValueError(f"strategy.options.hint_unit: {self.hint_unit!r} is not tokens or steps")
         if not 0.0 <= self.max_hint_rate <= 1.0:
             raise ValueError("strategy.options.max_hint_rate must be in [0, 1]")
+        if self.fixed_hint_rate is not None and not 0.0 <= self.fixed_hint_rate <= 1.0:
+            raise ValueError(
+                "strategy.options.fixed_hint_rate must be in [0, 1] (or null: the IRT controller)"
+            )
 
 
 @dataclass
@@ -104,6 +114,8 @@ class SeeleStrategy:
         return h
 
     def _first_rate(self, prompt: Prompt, hint: _Hint) -> float:
+        if self.options.fixed_hint_rate is not None:
+            return self.options.fixed_hint_rate
         if prompt.uid in self.hint_rate:
             return self.hint_rate[prompt.uid]
         units = len(hint.cuts) - 1
@@ -112,6 +124,8 @@ class SeeleStrategy:
         return self._fit_rate([], 0.5)
 
     def _fit_rate(self, memory: list[tuple[float, float]], fallback: float) -> float:
+        if self.options.fixed_hint_rate is not None:
+            return min(self.options.fixed_hint_rate, self.options.max_hint_rate)
         try:
             p = invert_3pl(fit_3pl(with_anchors(memory)), self.options.target_accuracy)
         except (ValueError, RuntimeError, FloatingPointError):

@@ -13,6 +13,7 @@ from curricula.cures import (
     CuresOptions,
     allocate_rollouts,
     gradient_sigma,
+    norm_proxy_sigma,
     sampling_probs,
 )
 from curricula.data import PromptDataset
@@ -47,10 +48,40 @@ def test_allocate_rollouts_hand_computed(sigma, total, expected):
 
 
 def test_gradient_sigma_formula():
-    # p = 0.5, E1‖g‖² = 4, E0‖g‖² = 1, means 2 and 1: σ² = .125·4 + .125·1 − .0625·1 = 0.5625.
-    assert gradient_sigma(0.5, 4.0, 2.0, 1.0, 1.0) == pytest.approx(0.75)
-    # Equal norms c: σ = c·√(p(1−p)), the Bernoulli form.
-    assert gradient_sigma(0.2, 9.0, 3.0, 9.0, 3.0) == pytest.approx(3.0 * math.sqrt(0.16))
+    # p = 0.5, E1‖g‖² = 4, E0‖g‖² = 1, ‖E1g − E0g‖² = 1: σ² = .125·4 + .125·1 − .0625·1 = 0.5625.
+    assert gradient_sigma(0.5, 4.0, 1.0, 1.0) == pytest.approx(0.75)
+    # The proxy with means 2 and 1 uses (2 − 1)² for the cross term: the same number here.
+    assert norm_proxy_sigma(0.5, 4.0, 2.0, 1.0, 1.0) == pytest.approx(0.75)
+    # Equal norms c and parallel means: σ = c·√(p(1−p)), the Bernoulli form.
+    assert norm_proxy_sigma(0.2, 9.0, 3.0, 9.0, 3.0) == pytest.approx(3.0 * math.sqrt(0.16))
+
+
+def test_vector_estimator_and_norm_proxy_differ_on_a_hand_built_prompt():
+    """Two correct samples with g = +v and −v, one wrong sample with g = 0 (issue 20's example).
+
+    True cross term: mean₁g = 0 and mean₀g = 0, so ‖E₁g − E₀g‖² = 0 and σ² = p(1−p)²‖v‖². The norm proxy
+    takes (E₁‖g‖ − E₀‖g‖)² = ‖v‖² and subtracts p²(1−p)²‖v‖² too much."""
+    from trainer.grad_stats import group_moments
+
+    v = torch.tensor([3.0, 4.0])  # ‖v‖² = 25
+    m = group_moments(iter([v, -v, torch.zeros(2)]), [True, True, False])
+    assert (m["n1"], m["n0"]) == (2, 1) and m["q1"] == pytest.approx(50.0) and m["s1"] == pytest.approx(10.0)
+    assert m["d2"] == pytest.approx(0.0) and m["q0"] == 0.0
+    p, q = 2 / 3, 1 / 3
+    sq1, mean1 = m["q1"] / m["n1"], m["s1"] / m["n1"]
+    vec = gradient_sigma(p, sq1, 0.0, m["d2"])
+    proxy = norm_proxy_sigma(p, sq1, mean1, 0.0, 0.0)
+    assert vec == pytest.approx(math.sqrt(p * q * q * 25.0))
+    assert proxy == pytest.approx(math.sqrt(p * q * q * 25.0 - (p * q) ** 2 * 25.0))
+    assert proxy < 0.8 * vec  # the proxy under-estimates σ here
+    # One class only: no cross term.
+    assert math.isnan(group_moments([v, v], [True, True])["d2"])
+    # Parallel means (g = v correct, g = 2v wrong): the two agree.
+    m2 = group_moments([v, 2 * v], [True, False])
+    assert m2["d2"] == pytest.approx(25.0)
+    assert gradient_sigma(0.5, 25.0, 100.0, m2["d2"]) == pytest.approx(
+        norm_proxy_sigma(0.5, 25.0, 5.0, 100.0, 10.0)
+    )
 
 
 # ---------------------------------------------------------------- with fake rollouts
@@ -105,7 +136,7 @@ class FakeLearners:
         self.calls = 0
 
     def call(self, method, fn, batch):
-        assert method == "run" and fn.endswith("sample_grad_norms")
+        assert method == "run" and fn.endswith("sample_grad_norms"), fn
         self.calls += 1
         lens = batch.attention_mask.sum(-1).tolist()
         return [[(i, 1.0 + lens[i]) for i in range(r, batch.num_rows, self.world)] for r in range(self.world)]
@@ -195,10 +226,11 @@ def test_drop_uniform_prompts_excludes_solved_and_unsolved():
     assert np.all(sig[uniform] == 0) and np.all(sig[~uniform] > 0)
 
 
-def test_gradient_estimator_calls_learners_and_uses_norms():
+def test_embedding_norm_estimator_calls_learners_and_uses_norms():
     learners = FakeLearners()
     cur = make(
-        CuresOptions(num_subsets=1, sigma_estimator="gradient", grad_norms_in_steps=True), learners=learners
+        CuresOptions(num_subsets=1, sigma_estimator="embedding_norm", grad_norms_in_steps=True),
+        learners=learners,
     )
     reqs = cur.next_batch(0)
     assert learners.calls == 1
@@ -209,7 +241,7 @@ def test_gradient_estimator_calls_learners_and_uses_norms():
 
 
 def test_state_round_trip_gives_the_same_sequence(tmp_path):
-    opts = CuresOptions(num_subsets=2, steps_per_subset=2, sigma_estimator="gradient")
+    opts = CuresOptions(num_subsets=2, steps_per_subset=2, sigma_estimator="embedding_norm")
     a = make(opts, learners=FakeLearners())
     for s in range(3):
         a.observe(rollout(a.next_batch(s), random.Random(s)))
@@ -222,6 +254,24 @@ def test_state_round_trip_gives_the_same_sequence(tmp_path):
         assert [(r.prompt.uid, r.n_samples) for r in ra] == [(r.prompt.uid, r.n_samples) for r in rb]
         a.observe(rollout(ra, random.Random(s)))
         b.observe(rollout(rb, random.Random(s)))
+
+
+def test_uniform_allocation_ablation_splits_the_budget_evenly():
+    def quotas(allocation):
+        opts = CuresOptions(
+            num_subsets=1,
+            allocation=allocation,
+            sigma_estimator="bernoulli",
+            n_min=1,
+            n_max=12,
+            cold_start_samples=0,
+        )
+        cur = make(opts, k=3)
+        cur.est.alpha[:] = np.arange(1.0, 13.0)  # p̂ from 0.5 to 0.92: every prompt has its own σ
+        return [sorted(r.n_samples for r in cur.next_batch(s)) for s in range(4)]
+
+    assert all(q == [4, 4, 4] for q in quotas("uniform"))  # N = 3 × 4 split evenly whatever σ says
+    assert all(sum(q) == 12 for q in quotas("sigma")) and any(q != [4, 4, 4] for q in quotas("sigma"))
 
 
 @pytest.mark.parametrize("name", ["grpo", "reinforce_pp"])

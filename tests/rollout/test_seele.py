@@ -210,3 +210,32 @@ def test_rewards_read_hint_and_response():
     assert all(
         not s.response_text.startswith(sol[:n]) for s in batch.samples if s.prompt.uid == "a"
     )  # ... restored
+
+
+def test_response_only_reward_does_not_credit_the_hint():
+    """Near-full hints end mid-answer ("... The answer is 6"): a completion "8." is right read after the hint
+    and wrong on its own, which is the paper's verifier on the response."""
+    always = HintGenerator()
+    always.rng = random.Random(0)
+    always.rng.random = lambda: 0.0  # every completion finishes the solution
+    accs = {}
+    for with_hint in (True, False):
+        strat, scorer = make(SeeleOptions(rounds=1, score_with_hint=with_hint)), ExactScorer()
+        strat.load_state_dict({"hint_rate": {"a": 0.97, "b": 0.97}})
+        batch = strat.rollout(requests(4), always, scorer)
+        accs[with_hint] = batch.metrics["accuracy"]
+        if not with_hint:
+            assert scorer.seen == [s.response_text for s in batch.samples]  # the response alone
+    assert accs[True] == 1.0 and accs[False] == 0.0
+
+
+def test_fixed_hint_rate_ablation_skips_the_controller():
+    strat, gen = make(SeeleOptions(fixed_hint_rate=0.5)), HintGenerator()
+    strat.load_state_dict({"hint_rate": {"a": 0.9, "b": 0.1}})  # ignored: the rate is fixed
+    batch = strat.rollout(requests(8), gen, ExactScorer())
+    for uid, frac in gen.calls:
+        sol = SOLUTIONS[uid][2]
+        assert frac == pytest.approx(round(0.5 * len(sol)) / len(sol))
+    assert {s.round for s in batch.samples} == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="fixed_hint_rate"):
+        SeeleOptions(fixed_hint_rate=1.5)
