@@ -6,7 +6,10 @@ Sources (``data.source``):
   eval split uses ``seed + 1``, holds ``max(64, num_problems // 10)`` problems, none of them in the train set.
 - a file: ``.jsonl`` (one object per line), ``.json`` (a list of objects, or JSON lines) or ``.parquet``.
   ``prompt_field`` → ``Prompt.text``, ``answer_field`` → ``answer`` (through ``answer_extractor``),
-  ``solution_field`` → ``solution``, every other field → ``Prompt.columns``. The uid is the row's ``id``
+  ``solution_field`` → ``solution``; every field but ``id`` is also in ``Prompt.columns`` (rewards get them
+  all as keyword lists). ``prompt_field: null`` is for rows without a text column (countdown's
+  ``{"target": 98, "nums": [44, 19, 35]}``): the problem text is ``prompt.template`` filled from the row's
+  columns (``load_prompts(..., template=...)``), so the template must not use ``{text}``. The uid is the row's ``id``
   field if it has one, else ``<file stem>-<row>``. The eval split is the sibling file with ``test`` in
   place of ``train`` in its name (``train.jsonl`` → ``test.jsonl``), or None when there is none.
 - ``hf:NAME`` or ``hf:NAME:CONFIG``: ``datasets.load_dataset(NAME, CONFIG, split=data.split)``. With no
@@ -22,6 +25,7 @@ import json
 import logging
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
@@ -202,14 +206,15 @@ def rows_to_prompts(rows: Sequence[dict[str, Any]], cfg: DataConfig, origin: str
         )
     extract = ANSWER_EXTRACTORS[cfg.answer_extractor]
     wanted = [f for f in (cfg.prompt_field, cfg.answer_field, cfg.solution_field) if f]
+    # prompt_field null: the text comes from prompt.template and the columns (load_prompts fills it in)
     prompts: list[Prompt] = []
     uids: set[str] = set()
     for i, row in enumerate(rows):
         for f in wanted:
             if f not in row:
                 raise ValueError(f"{origin} row {i}: no field {f!r} (fields: {', '.join(map(str, row))})")
-        text = row[cfg.prompt_field]
-        if text is None or not str(text).strip():
+        text = "" if cfg.prompt_field is None else row[cfg.prompt_field]
+        if cfg.prompt_field is not None and (text is None or not str(text).strip()):
             raise ValueError(f"{origin} row {i}: field {cfg.prompt_field!r} is empty")
         answer = None
         if cfg.answer_field and row[cfg.answer_field] is not None:
@@ -221,7 +226,7 @@ def rows_to_prompts(rows: Sequence[dict[str, Any]], cfg: DataConfig, origin: str
                 f"{origin} row {i}: duplicate id {uid!r} (ids key curriculum state; make them unique)"
             )
         uids.add(uid)
-        columns = {k: v for k, v in row.items() if k not in wanted and k != "id"}
+        columns = {k: v for k, v in row.items() if k != "id"}  # all of them, the mapped fields too
         prompts.append(Prompt(uid, str(text), answer, None if solution is None else str(solution), columns))
     return prompts
 
@@ -289,8 +294,10 @@ def _from_hf(cfg: DataConfig, split: str) -> PromptDataset | None:
 # ---------------------------------------------------------------- entry point
 
 
-def load_prompts(cfg: DataConfig, split: str = "train") -> PromptDataset | None:
-    """The ``train`` or ``eval`` prompts of ``cfg.source``; None for ``eval`` when the source has no eval split."""
+def load_prompts(cfg: DataConfig, split: str = "train", template: str = "{text}") -> PromptDataset | None:
+    """The ``train`` or ``eval`` prompts of ``cfg.source``; None for ``eval`` when the source has no eval split.
+
+    ``template`` (the recipe's ``prompt.template``) builds the problem text when ``cfg.prompt_field`` is null."""
     if split not in ("train", "eval"):
         raise ValueError(f"split must be train or eval, not {split!r}")
     if cfg.source == "arithmetic":
@@ -298,6 +305,29 @@ def load_prompts(cfg: DataConfig, split: str = "train") -> PromptDataset | None:
         if split == "train" and cfg.max_rows is not None:
             ds = PromptDataset(ds[: cfg.max_rows], ds.name)
         return ds
-    if cfg.source.startswith("hf:"):
-        return _from_hf(cfg, split)
-    return _from_file(cfg, split)
+    ds = _from_hf(cfg, split) if cfg.source.startswith("hf:") else _from_file(cfg, split)
+    if ds is not None and cfg.prompt_field is None and cfg.format == "prompt":
+        ds = PromptDataset(text_from_template(ds, template), ds.name, ds.skipped)
+    return ds
+
+
+def text_from_template(prompts: Sequence[Prompt], template: str) -> list[Prompt]:
+    """Prompts whose text is ``template`` filled from their columns (datasets without a text column)."""
+    if "{text}" in template:
+        raise ValueError(
+            f"data.prompt_field is null, so prompt.template must build the problem from columns (e.g. "
+            f"'Use {{nums}} to make {{target}}.') and cannot use {{text}}; it is {template!r}"
+        )
+    out = []
+    for i, p in enumerate(prompts):
+        try:
+            text = template.format(**p.columns)
+        except KeyError as e:
+            raise ValueError(
+                f"{getattr(prompts, 'name', 'data')} row {i}: prompt.template uses {{{e.args[0]}}} but the row has "
+                f"no such column (columns: {', '.join(map(str, p.columns))})"
+            ) from None
+        except (IndexError, ValueError) as e:
+            raise ValueError(f"prompt.template {template!r}: {e}") from None
+        out.append(replace(p, text=text))
+    return out

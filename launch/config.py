@@ -63,7 +63,9 @@ class DataConfig:
         "arithmetic"  # "arithmetic" (generated), a .jsonl/.json/.parquet file, or hf:NAME (datasets)
     )
     split: str = "train"  # split for hf: sources
-    prompt_field: str = "question"  # column holding the problem text
+    prompt_field: str | None = (
+        "question"  # column holding the problem text (null: prompt.template from columns)
+    )
     answer_field: str | None = "answer"  # column holding the reference answer (passed to rewards as `answer`)
     solution_field: str | None = None  # column holding a worked solution (SEELE hints)
     answer_extractor: str = (
@@ -542,6 +544,13 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
             "data.source",
             f"file {src!r} not found (use arithmetic, a .jsonl/.json/.parquet file, or hf:NAME)",
         )
+    _check(
+        cfg.data.prompt_field is not None or "{text}" not in cfg.prompt.template,
+        origin,
+        "prompt.template",
+        f"{cfg.prompt.template!r} uses {{text}} but data.prompt_field is null: build the prompt from columns "
+        "(e.g. 'Use {nums} to make {target}.') or name the text column in data.prompt_field",
+    )
     _check(
         cfg.data.answer_extractor in reg.answer_extractors,
         origin,

@@ -139,8 +139,10 @@ def recipe_eval_set(cfg) -> Any:
     from curricula.data import load_prompts
 
     if cfg.eval.source:
-        return load_prompts(replace(cfg.data, source=cfg.eval.source, max_rows=None), "train")
-    return load_prompts(cfg.data, "eval")
+        return load_prompts(
+            replace(cfg.data, source=cfg.eval.source, max_rows=None), "train", cfg.prompt.template
+        )
+    return load_prompts(cfg.data, "eval", cfg.prompt.template)
 
 
 # ---------------------------------------------------------------- what to evaluate

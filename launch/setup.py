@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from launch.config import RecipeConfig, component_options, needed_roles, to_yaml
+from launch.config import ConfigError, RecipeConfig, component_options, needed_roles, to_yaml
 
 PROBE_TEXT = "The quick brown fox jumps over the lazy dog. 12 + 34 = 46, and 7 * 8 = 56."
 
@@ -57,6 +57,28 @@ def _lora_spec(lora):
     return LoraSpec(lora.r, lora.alpha, lora.dropout, tuple(lora.target_modules), lora.save_merged)
 
 
+def check_reward_signatures(cfg: RecipeConfig, train_set: Any, eval_set: Any) -> None:
+    """Every reward plugin can be called with what the scorer supplies for the data it scores (the fixed names,
+    the dataset's columns, its recipe kwargs); else a ConfigError naming the recipe key, plugin and parameter."""
+    from rewards.registry import RewardPluginError, check_signature, resolve_reward
+
+    def columns(ds: Any) -> set[str]:
+        return set().union(*(p.columns for p in ds)) if ds else set()
+
+    train_cols, eval_cols = columns(train_set), columns(eval_set)
+    rw = cfg.rewards
+    checks = [(f"rewards.functions[{i}]", s, train_cols) for i, s in enumerate(rw.functions)]
+    checks += [(f"rewards.monitors[{i}]", s, train_cols) for i, s in enumerate(rw.monitors)]
+    if eval_set is not None:
+        checks += [(f"rewards.monitors[{i}]", s, eval_cols) for i, s in enumerate(rw.monitors)]
+        checks.append(("eval.answer_check", cfg.eval.answer_check, eval_cols))
+    for key, spec, cols in checks:
+        try:
+            check_signature(spec.name, resolve_reward(spec.name), cols | set(spec.kwargs or {}))
+        except RewardPluginError as e:
+            raise ConfigError(f"{key}: {e}") from None
+
+
 def build_run(cfg: RecipeConfig) -> Run:
     from transformers import AutoTokenizer
 
@@ -82,12 +104,13 @@ def build_run(cfg: RecipeConfig) -> Run:
     model_path = resolve_model_path(cfg.model.path, os.path.expanduser(cfg.model.cache_dir))
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    train_set = load_prompts(cfg.data, "train")
+    train_set = load_prompts(cfg.data, "train", cfg.prompt.template)
     eval_set = None
     if cfg.eval.num_prompts > 0:
         # eval.source: a separate file/dataset with the training field mapping; else the source's eval split
         eval_data = replace(cfg.data, source=cfg.eval.source, max_rows=None) if cfg.eval.source else cfg.data
-        eval_set = load_prompts(eval_data, "train" if cfg.eval.source else "eval")
+        eval_set = load_prompts(eval_data, "train" if cfg.eval.source else "eval", cfg.prompt.template)
+    check_reward_signatures(cfg, train_set, eval_set)  # before any actor starts
 
     r, t = cfg.rollout, cfg.trainer
     s_entry = reg.strategies[cfg.strategy.name]

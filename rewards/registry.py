@@ -1,14 +1,18 @@
 """Reward plugins: the registry of built-in rewards and the resolver for ``rewards.functions[].name``.
 
-A reward plugin is a plain function (the contract of TRL's reward functions)::
+A reward plugin is a plain function called with keywords only, as TRL calls its reward functions::
 
-    fn(prompts: list[str], completions: list[str], **columns) -> list[float | None]
+    fn(prompts=[...], completions=[...], completion_ids=[...], answer=[...], <column>=[...], **recipe_kwargs)
+        -> list[float | None]
 
-- ``prompts[i]`` is the problem text (before any chat template), ``completions[i]`` the model's reply.
-- ``columns`` are the dataset columns as lists aligned with the batch: always ``answer`` (the reference
-  answer, ``None`` where the row has none) and ``completion_ids`` (each completion's generated token ids,
-  as in TRL) plus every key of ``Prompt.columns``; then the recipe's
-  ``kwargs`` for this function (plain values, not lists). Accept ``**kwargs`` to ignore the rest.
+- ``prompts[i]`` is the problem text (before any chat template), ``completions[i]`` the model's reply,
+  ``completion_ids[i]`` its generated token ids, ``answer[i]`` the reference answer (``None`` where the row
+  has none); every dataset column (``Prompt.columns``) comes as a list aligned with the batch; then the
+  recipe's ``kwargs`` for this function (plain values, not lists).
+- So a TRL-style ``def reward(completions, **kwargs)`` works as written, and so does
+  ``def reward(prompts, completions, answer, **kw)``. A function without ``**kwargs`` receives only the
+  names it declares. ``check_signature`` runs before any actor starts: a required parameter that nothing
+  supplies (a misspelt column, ``completion`` for ``completions``) fails there, naming plugin and parameter.
 - Return one value per completion: a number (``True``/``False`` count as 1/0), or ``None`` for
   "no reward signal" (the sample is left out of the loss). NaN, a wrong length or a non-number is
   treated as a plugin failure by :class:`rewards.scorer.RewardScorer`.
@@ -32,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -117,6 +122,47 @@ def resolve_reward(spec: str) -> RewardFn:
     if not callable(fn):
         raise RewardPluginError(f"reward plugin {spec!r}: {attr!r} is not callable ({type(fn).__name__})")
     return fn
+
+
+# Names the scorer always supplies, besides the dataset columns and the recipe kwargs.
+ALWAYS_SUPPLIED = ("prompts", "completions", "completion_ids", "answer")
+
+
+def _signature(fn: RewardFn) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins / C callables have none: call them with everything
+        return None
+
+
+def call_reward(fn: RewardFn, prompts: list[str], completions: list[str], kwargs: dict[str, Any]) -> Any:
+    """``fn`` called with keywords (TRL's convention); without ``**kwargs`` only the names it declares."""
+    args = {"prompts": prompts, "completions": completions, **kwargs}
+    sig = _signature(fn)
+    if sig is not None and not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        args = {k: v for k, v in args.items() if k in sig.parameters}
+    return fn(**args)
+
+
+def check_signature(spec: str, fn: RewardFn, available: set[str] | list[str]) -> None:
+    """Raise ``RewardPluginError`` naming the plugin and the parameter when ``fn`` cannot be called with the
+    names in ``available`` (``ALWAYS_SUPPLIED``, the dataset's columns and the recipe kwargs)."""
+    sig = _signature(fn)
+    if sig is None:
+        return
+    have = set(available) | set(ALWAYS_SUPPLIED)
+    for name, p in sig.parameters.items():
+        if p.kind is p.POSITIONAL_ONLY:
+            raise RewardPluginError(
+                f"reward plugin {spec!r}: parameter {name!r} is positional-only; plugins are called with "
+                "keywords (prompts=, completions=, columns...)"
+            )
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is not p.empty or name in have:
+            continue
+        raise RewardPluginError(
+            f"reward plugin {spec!r}: required parameter {name!r} is not supplied; available: "
+            f"{', '.join(sorted(have))} (dataset columns and recipe kwargs included)"
+        )
 
 
 def reward_key(spec: str) -> str:

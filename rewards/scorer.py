@@ -38,7 +38,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rewards.registry import resolve_reward, reward_key
+from rewards.registry import call_reward, resolve_reward, reward_key
 
 if TYPE_CHECKING:
     from launch.config import RewardSpec
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_RESERVED = ("prompts", "completions")  # positional parameters of the contract: never passed as columns
+_RESERVED = ("prompts", "completions")  # the contract's own keywords: never passed as columns
 _WARMUP_TIMEOUT_S = 120.0  # starting the worker and importing the plugins (sympy...) is not the plugin's time
 
 
@@ -100,7 +100,7 @@ def _call(spec: str, prompts: list[str], completions: list[str], kwargs: dict[st
     fn = resolve_reward(spec)
     if "torch" in sys.modules:  # a plugin imported torch: hold it to one thread too
         sys.modules["torch"].set_num_threads(1)
-    return fn(prompts, completions, **kwargs)
+    return call_reward(fn, prompts, completions, kwargs)
 
 
 # ---------------------------------------------------------------- result checking
@@ -220,7 +220,7 @@ class RewardScorer:
     ) -> Any:
         """The plugin's raw output; raises on error or timeout."""
         if self.isolation == "inline":
-            return self._fns[plugin.spec](prompts, completions, **kwargs)
+            return call_reward(self._fns[plugin.spec], prompts, completions, kwargs)
         pool = self._get_pool()
         try:
             future = pool.submit(_call, plugin.spec, prompts, completions, kwargs)

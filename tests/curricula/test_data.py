@@ -67,7 +67,8 @@ def test_jsonl_fields_columns_and_eval_sibling(tmp_path: Path) -> None:
     ds = load_prompts(cfg)
     assert len(ds) == 3 and ds.name == "my_train.jsonl"
     assert ds[1].uid == "my_train-1" and ds[1].text == "What is 2 + 2?" and ds[1].answer == "4"
-    assert ds[1].columns == {"level": 2} and ds[1].solution is None
+    # Every field is a column (rewards get them all), the mapped ones too, raw.
+    assert ds[1].columns == {"problem": "What is 2 + 2?", "answer": "#### 4", "level": 2} and ds[1].solution is None
     ev = load_prompts(cfg, "eval")
     assert len(ev) == 1 and ev[0].uid == "my_test-0"
     cfg.max_rows = 2
@@ -84,7 +85,7 @@ def test_json_list_solution_and_ids(tmp_path: Path) -> None:
     )
     ds = load_prompts(cfg)
     assert [p.uid for p in ds] == ["q0", "q1", "q2"]
-    assert ds[2].answer == "2" and ds[2].solution == "#### 6" and ds[2].columns == {}
+    assert ds[2].answer == "2" and ds[2].solution == "#### 6" and set(ds[2].columns) == {"q", "ans", "sol"}
     assert load_prompts(cfg, "eval") is None  # no 'train' in the name: no eval split
     (tmp_path / "d.json").write_text(json.dumps(rows + rows[:1]))
     with pytest.raises(ValueError, match=r"row 3: duplicate id 'q0'"):
@@ -98,7 +99,7 @@ def test_parquet(tmp_path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(ROWS), tmp_path / "train.parquet")
     cfg = DataConfig(source=str(tmp_path / "train.parquet"), prompt_field="problem", answer_extractor="gsm8k")
     ds = load_prompts(cfg)
-    assert [p.answer for p in ds] == ["2", "4", "6"] and ds[0].columns == {"level": 1}
+    assert [p.answer for p in ds] == ["2", "4", "6"] and ds[0].columns["level"] == 1
 
 
 def test_errors_name_file_row_and_fields(tmp_path: Path) -> None:
@@ -143,7 +144,7 @@ def test_real_gsm8k() -> None:
     train = load_prompts(cfg)
     assert len(train) == 7473
     assert train[0].answer == "72" and train[0].text.startswith("Natalia sold clips")
-    assert train[0].uid == "train-0" and train[0].columns == {}
+    assert train[0].uid == "train-0" and set(train[0].columns) == {"question", "answer"}
     assert all(p.answer and p.answer.lstrip("-").replace(".", "").isdigit() for p in train)
     test = load_prompts(cfg, "eval")
     assert len(test) == 1319 and test[0].answer == "18"
