@@ -214,6 +214,11 @@ def rows_to_prompts(rows: Sequence[dict[str, Any]], cfg: DataConfig, origin: str
             if f not in row:
                 raise ValueError(f"{origin} row {i}: no field {f!r} (fields: {', '.join(map(str, row))})")
         text = "" if cfg.prompt_field is None else row[cfg.prompt_field]
+        if cfg.prompt_field is not None and isinstance(text, (dict, list)):
+            raise ValueError(
+                f"{origin} row {i}: field {cfg.prompt_field!r} holds a {type(text).__name__}, not text "
+                "(chat message lists belong to data.format: sft/preference rows)"
+            )
         if cfg.prompt_field is not None and (text is None or not str(text).strip()):
             raise ValueError(f"{origin} row {i}: field {cfg.prompt_field!r} is empty")
         answer = None

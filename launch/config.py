@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -270,7 +271,14 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | tuple[str
             p = Path(path)
             if not p.is_file():
                 raise ConfigError(f"{p}: recipe file not found")
-            merged = OmegaConf.merge(merged, OmegaConf.load(p))
+            try:
+                loaded = OmegaConf.load(p)
+            except yaml.YAMLError as e:  # one line: file, line and column, the parser's complaint
+                mark = getattr(e, "problem_mark", None)
+                where = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+                problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+                raise ConfigError(f"{p}{where}: invalid YAML ({problem})") from None
+            merged = OmegaConf.merge(merged, loaded)
         if overrides:
             bad = [o for o in overrides if "=" not in o]
             if bad:
@@ -459,6 +467,17 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
     _check(cfg.trainer.micro_batch_size >= 1, origin, "trainer.micro_batch_size", "must be >= 1")
     _check(cfg.rollout.num_workers >= 1, origin, "rollout.num_workers", "must be >= 1")
     _check(cfg.rollout.max_new_tokens >= 1, origin, "rollout.max_new_tokens", "must be >= 1")
+    _check(
+        cfg.rollout.max_model_len > cfg.rollout.max_new_tokens,
+        origin,
+        "rollout.max_model_len",
+        f"{cfg.rollout.max_model_len} leaves no room for a prompt: it must exceed rollout.max_new_tokens "
+        f"({cfg.rollout.max_new_tokens})",
+    )
+    _check(cfg.rollout.temperature >= 0, origin, "rollout.temperature", "must be >= 0 (0: greedy)")
+    _check(0 < cfg.rollout.top_p <= 1, origin, "rollout.top_p", "must be in (0, 1]")
+    _check(cfg.algorithm.kl_coef >= 0, origin, "algorithm.kl_coef", "must be >= 0")
+    _check(cfg.eval.num_prompts >= 0, origin, "eval.num_prompts", "must be >= 0 (0: no eval)")
     _check(cfg.curriculum.prompts_per_step >= 1, origin, "curriculum.prompts_per_step", "must be >= 1")
     _check(cfg.curriculum.n_samples >= 1, origin, "curriculum.n_samples", "must be >= 1")
     _check(cfg.total_steps >= 0, origin, "total_steps", "must be >= 0")

@@ -102,15 +102,27 @@ def build_run(cfg: RecipeConfig) -> Run:
         f.write(to_yaml(cfg))
     reg = load_registries()
     model_path = resolve_model_path(cfg.model.path, os.path.expanduser(cfg.model.cache_dir))
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    # Everything that can be wrong with the inputs fails here, as one ConfigError line, before any actor starts.
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except Exception as e:
+        msg = (str(e).strip().splitlines() or [""])[0]
+        raise ConfigError(
+            f"model.path: cannot load a tokenizer from {model_path!r} ({type(e).__name__}: {msg})"
+        ) from None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    train_set = load_prompts(cfg.data, "train", cfg.prompt.template)
-    eval_set = None
-    if cfg.eval.num_prompts > 0:
-        # eval.source: a separate file/dataset with the training field mapping; else the source's eval split
-        eval_data = replace(cfg.data, source=cfg.eval.source, max_rows=None) if cfg.eval.source else cfg.data
-        eval_set = load_prompts(eval_data, "train" if cfg.eval.source else "eval", cfg.prompt.template)
-    check_reward_signatures(cfg, train_set, eval_set)  # before any actor starts
+    try:
+        train_set = load_prompts(cfg.data, "train", cfg.prompt.template)
+        eval_set = None
+        if cfg.eval.num_prompts > 0:
+            # eval.source: a separate file/dataset with the training field mapping; else the source's eval split
+            eval_data = (
+                replace(cfg.data, source=cfg.eval.source, max_rows=None) if cfg.eval.source else cfg.data
+            )
+            eval_set = load_prompts(eval_data, "train" if cfg.eval.source else "eval", cfg.prompt.template)
+    except ValueError as e:  # the loaders name the file (or key) and the row
+        raise ConfigError(f"data: {e}") from None
+    check_reward_signatures(cfg, train_set, eval_set)
 
     r, t = cfg.rollout, cfg.trainer
     s_entry = reg.strategies[cfg.strategy.name]

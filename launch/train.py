@@ -116,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     recipe, overrides = (argv[0], argv[1:]) if "=" not in argv[0] else (None, argv)
     try:
         cfg = load_recipe(recipe, overrides)
+        train(cfg)  # bad data, a model folder without a tokenizer, a plugin's signature: ConfigError too
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    train(cfg)
     return 0
 
 

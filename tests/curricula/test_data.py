@@ -68,7 +68,10 @@ def test_jsonl_fields_columns_and_eval_sibling(tmp_path: Path) -> None:
     assert len(ds) == 3 and ds.name == "my_train.jsonl"
     assert ds[1].uid == "my_train-1" and ds[1].text == "What is 2 + 2?" and ds[1].answer == "4"
     # Every field is a column (rewards get them all), the mapped ones too, raw.
-    assert ds[1].columns == {"problem": "What is 2 + 2?", "answer": "#### 4", "level": 2} and ds[1].solution is None
+    assert (
+        ds[1].columns == {"problem": "What is 2 + 2?", "answer": "#### 4", "level": 2}
+        and ds[1].solution is None
+    )
     ev = load_prompts(cfg, "eval")
     assert len(ev) == 1 and ev[0].uid == "my_test-0"
     cfg.max_rows = 2
