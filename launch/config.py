@@ -218,6 +218,10 @@ class LoggingConfig:
     wandb: bool = False
     wandb_project: str = "forge-rl"
     progress: bool = True  # progress bar with reward and step time
+    # false: third-party output (vLLM, DeepSpeed, Ray, warnings) goes to <output_dir>/logs/, the console shows
+    # our lines only (launch/quiet.py); true (or --verbose on the command line): everything on the console
+    verbose: bool = False
+    plots: bool = True  # PNG plots of reward, accuracy, length and step time in <output_dir>/plots at the end
 
 
 @dataclass
@@ -441,6 +445,13 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
             origin,
             "model.path",
             f"{cfg.model.path!r} is not a model folder with config.json (or use builtin:smollm2-135m-instruct)",
+        )
+        _check(
+            any(p.glob("*.safetensors")),
+            origin,
+            "model.path",
+            f"{cfg.model.path!r} has no .safetensors weights; pickled weights (.bin/.pt) are never loaded "
+            "(convert once: AutoModelForCausalLM.from_pretrained(path).save_pretrained(path, safe_serialization=True))",
         )
     else:
         _check(

@@ -6,9 +6,16 @@ import os
 
 
 def init_ray(
-    address: str | None, num_cpus_needed: int, num_cpus: int | None = None, temp_dir: str | None = None
+    address: str | None,
+    num_cpus_needed: int,
+    num_cpus: int | None = None,
+    temp_dir: str | None = None,
+    quiet: bool = False,
 ) -> str:
-    """Returns "cluster" or "local". Heavy import (ray) stays inside."""
+    """Returns "cluster" or "local". Heavy import (ray) stays inside.
+
+    ``quiet``: Ray does not install its own console logger (launch/quiet.py routes it to the run's logs).
+    The embedded cluster binds to loopback only and runs without the dashboard."""
     import ray
 
     if ray.is_initialized():
@@ -26,7 +33,12 @@ def init_ray(
         in_job = any(
             k in os.environ for k in ("RAY_JOB_ID", "RAY_SUBMISSION_ID", "RAY_JOB_CONFIG_JSON_ENV_VAR")
         )
-        ray.init(address=address, runtime_env=None if in_job else {"env_vars": env_vars}, log_to_driver=True)
+        ray.init(
+            address=address,
+            runtime_env=None if in_job else {"env_vars": env_vars},
+            log_to_driver=True,
+            configure_logging=not quiet,
+        )
         return "cluster"
     # Rollout and training phases alternate in the synchronous loop, so logical CPUs may exceed
     # physical cores: each actor still pins its own thread count.
@@ -37,5 +49,7 @@ def init_ray(
         _temp_dir=temp_dir,
         runtime_env={"env_vars": env_vars},
         log_to_driver=True,
+        configure_logging=not quiet,
+        _node_ip_address="127.0.0.1",  # one machine: nothing needs to reach it from outside
     )
     return "local"

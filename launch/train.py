@@ -1,4 +1,7 @@
-"""The driver: ``python -m launch.train RECIPE.yaml [key=value ...]``.
+"""The driver: ``python -m launch.train RECIPE.yaml [key=value ...] [--verbose]``.
+
+The console gets one line per step (and the eval lines); vLLM, DeepSpeed and Ray output goes to
+``<output_dir>/logs/`` unless ``--verbose``; PNG plots of the run land in ``<output_dir>/plots/`` at the end.
 
 Reads top to bottom as the algorithm. With no cluster address it starts an embedded local Ray;
 under ``ray job submit`` it joins that cluster. Everything that varies between methods sits behind the
@@ -35,6 +38,27 @@ class StepTimer:
 
 
 def train(cfg: RecipeConfig) -> dict[str, float]:
+    import ray  # noqa: F401  (imported before quiet_driver so that Ray's console logger can be taken off)
+
+    from launch.quiet import log_file, quiet_driver, restore_driver
+
+    handler = quiet_driver(log_file(cfg.output_dir, "driver", cfg.logging.verbose))
+    try:
+        last = _train(cfg)
+    finally:
+        restore_driver(handler)
+    if cfg.logging.plots:
+        from launch.plots import plot_run
+
+        paths = plot_run(cfg.output_dir)
+        if paths:
+            print(f"plots: {', '.join(str(p) for p in paths)}", flush=True)
+    if not cfg.logging.verbose:
+        print(f"logs of vLLM, DeepSpeed, Ray and the reward worker: {cfg.output_dir}/logs/", flush=True)
+    return last
+
+
+def _train(cfg: RecipeConfig) -> dict[str, float]:
     from launch.checkpoint import CheckpointManager
     from launch.evaluate import evaluate
     from launch.metrics_log import MetricsLogger
@@ -113,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
+    if "--verbose" in argv:  # third-party output on the console too (default: <output_dir>/logs/)
+        argv = [a for a in argv if a != "--verbose"] + ["logging.verbose=true"]
     recipe, overrides = (argv[0], argv[1:]) if "=" not in argv[0] else (None, argv)
     try:
         cfg = load_recipe(recipe, overrides)

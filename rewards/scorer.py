@@ -85,8 +85,11 @@ def _worker_env() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _init_worker() -> None:
+def _init_worker(log_file: str | None = None) -> None:
     os.environ.update(_WORKER_ENV)  # again in the child, in case the parent's env changed meanwhile
+    from launch.quiet import redirect_output
+
+    redirect_output(log_file)  # plugin prints and library warnings go to the run's log folder
 
 
 def _warmup(specs: list[str]) -> None:
@@ -148,6 +151,7 @@ class RewardScorer:
         timeout_s: float = 30.0,
         isolation: str = "process",
         monitors: list[RewardSpec] | tuple[RewardSpec, ...] = (),
+        log_file: str | None = None,
     ) -> None:
         if isolation not in ("process", "inline"):
             raise ValueError(f"rewards.isolation: {isolation!r} is not process or inline")
@@ -160,6 +164,7 @@ class RewardScorer:
         self.timeout_s = timeout_s
         self.isolation = isolation
         self._pool: ProcessPoolExecutor | None = None
+        self.log_file = log_file  # the worker process's stdout/stderr (None: inherited)
 
     def _plugins(self, specs: list[RewardSpec] | tuple[RewardSpec, ...]) -> list[_Plugin]:
         out: list[_Plugin] = []
@@ -190,7 +195,10 @@ class RewardScorer:
             import multiprocessing
 
             self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.log_file,),
             )
             try:
                 with _worker_env():  # the worker process is spawned by this first submit

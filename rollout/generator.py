@@ -77,6 +77,7 @@ class Generator:
         probe_ids: list[int],
         sync_tol: float,
         gpus_per_worker: float = 0.0,
+        log_files: list[str | None] | None = None,
     ) -> None:
         import ray
 
@@ -94,8 +95,8 @@ class Generator:
         self.workers = [
             actor.options(
                 num_cpus=spec.threads, num_gpus=gpus_per_worker, runtime_env={"env_vars": env}
-            ).remote(engine_path, spec)
-            for _ in range(num_workers)
+            ).remote(engine_path, spec, (log_files or [None] * num_workers)[i])
+            for i in range(num_workers)
         ]
         self.start_s = max(ray.get([w.ready.remote() for w in self.workers]))
         self.defaults = defaults

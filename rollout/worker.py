@@ -19,7 +19,10 @@ def pin_threads(n: int) -> None:
 
 
 class RolloutWorker:
-    def __init__(self, engine_path: str, spec: EngineSpec) -> None:
+    def __init__(self, engine_path: str, spec: EngineSpec, log_file: str | None = None) -> None:
+        from launch.quiet import redirect_output
+
+        redirect_output(log_file)  # first: vLLM's start-up output goes to the run's log folder
         pin_threads(spec.threads)
         from launch.components import import_object
 

@@ -26,7 +26,13 @@ class _Rank0Address:
 
 
 class LearnerGroup:
-    def __init__(self, spec: LearnerSpec, num_learners: int, gpus_per_learner: float = 0.0) -> None:
+    def __init__(
+        self,
+        spec: LearnerSpec,
+        num_learners: int,
+        gpus_per_learner: float = 0.0,
+        log_files: list[str | None] | None = None,
+    ) -> None:
         import ray
 
         addr_actor = ray.remote(_Rank0Address).options(num_cpus=0).remote()
@@ -37,7 +43,9 @@ class LearnerGroup:
         self.actors = [
             actor.options(
                 num_cpus=spec.threads, num_gpus=gpus_per_learner, runtime_env={"env_vars": env}
-            ).remote(rank, num_learners, master_addr, master_port, spec)
+            ).remote(
+                rank, num_learners, master_addr, master_port, spec, (log_files or [None] * num_learners)[rank]
+            )
             for rank in range(num_learners)
         ]
         self.spec = spec

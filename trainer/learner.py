@@ -104,9 +104,18 @@ def _reducer(term, const_norm: float) -> Reducer:
 
 class Learner:
     def __init__(
-        self, rank: int, world_size: int, master_addr: str, master_port: int, spec: LearnerSpec
+        self,
+        rank: int,
+        world_size: int,
+        master_addr: str,
+        master_port: int,
+        spec: LearnerSpec,
+        log_file: str | None = None,
     ) -> None:
+        from launch.quiet import redirect_output
         from rollout.worker import pin_threads
+
+        redirect_output(log_file)  # first: DeepSpeed/torch output goes to the run's log folder
 
         pin_threads(spec.threads)
         os.environ.update(
@@ -127,7 +136,10 @@ class Learner:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
         bf16 = spec.dtype == "bfloat16"
-        model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=torch.float32)
+        # safetensors only: weights from a user path are never unpickled
+        model = AutoModelForCausalLM.from_pretrained(
+            spec.model_path, dtype=torch.float32, use_safetensors=True
+        )
         self.tie = bool(getattr(model.config, "tie_word_embeddings", False))
         if spec.gradient_checkpointing:
             model.gradient_checkpointing_enable()
@@ -158,7 +170,9 @@ class Learner:
             # LoRA: the reference is the frozen base, i.e. the policy with adapters off (no second copy)
             self.ref = lora.AdapterDisabledReference(self.engine)
         elif spec.need_ref:
-            ref = AutoModelForCausalLM.from_pretrained(ref_path, dtype=torch.float32).eval()
+            ref = AutoModelForCausalLM.from_pretrained(
+                ref_path, dtype=torch.float32, use_safetensors=True
+            ).eval()
             ref.requires_grad_(False)
             if spec.zero_stage == 3:
                 # Partition the frozen reference like the policy (no optimizer); TRL/OpenRLHF do the same.

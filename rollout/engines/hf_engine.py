@@ -17,7 +17,11 @@ class HFEngine:
         # fp32 on CPU: HF generate in bf16 is ~4x slower there (CPU_NOTES.md).
         dtype = torch.float32 if not torch.cuda.is_available() else getattr(torch, spec.dtype)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype).to(self.device).eval()
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype, use_safetensors=True)
+            .to(self.device)
+            .eval()
+        )
         self.tokenizer = AutoTokenizer.from_pretrained(spec.model_path)
         self.eos = self.tokenizer.eos_token_id
         self.gen = torch.Generator(device="cpu").manual_seed(spec.seed)

@@ -31,6 +31,7 @@ class VLLMEngine:
             worker_extension_cls="rollout.engines.vllm_ext.WeightSyncExtension",
             seed=spec.seed,
             enable_prefix_caching=True,
+            load_format="safetensors",  # never unpickle weights from a user path
         )
         self._calls = 0
 

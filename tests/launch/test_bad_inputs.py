@@ -45,7 +45,8 @@ CASES: list[tuple[str, str | None, list[str], list | str | None, str]] = [
     ("unsupported data file type", None, ["data.source=DATA_CSV"], None, "unsupported file type"),
     ("missing model folder", None, ["model.path=/no/such/model"], None, "model.path"),
     ("unknown builtin model", None, ["model.path=builtin:gpt-9"], None, "model.path"),
-    ("folder that is not a model", None, ["model.path=NOT_A_MODEL"], [GOOD_ROW], "model.path"),
+    ("folder that is not a model", None, ["model.path=NOT_A_MODEL"], [GOOD_ROW], "cannot load a tokenizer"),
+    ("pickled weights only", None, ["model.path=PICKLED"], None, "has no .safetensors weights"),
     (
         "unknown reward module",
         None,
@@ -170,10 +171,15 @@ def test_bad_input(case, recipe, overrides, data, expected, tiny_model, tmp_path
     plugin.write_text(PLUGIN)
     (tmp_path / "not_a_model").mkdir()
     (tmp_path / "not_a_model" / "config.json").write_text("{}")
+    (tmp_path / "not_a_model" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "pickled").mkdir()
+    (tmp_path / "pickled" / "config.json").write_text("{}")
+    (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"")
     (tmp_path / "data.csv").write_text("question,answer\n")
     subst = {
         "PLUGIN": str(plugin),
         "NOT_A_MODEL": str(tmp_path / "not_a_model"),
+        "PICKLED": str(tmp_path / "pickled"),
         "DATA_CSV": str(tmp_path / "data.csv"),
     }
     base = [f"model.path={tiny_model}", f"output_dir={tmp_path / 'run'}", "eval.num_prompts=0"]

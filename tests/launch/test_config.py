@@ -21,6 +21,7 @@ def _model_override(path: Path, tmp_path: Path) -> list[str]:
     stub = tmp_path / "stub_model"
     stub.mkdir(exist_ok=True)
     (stub / "config.json").write_text("{}")
+    (stub / "model.safetensors").write_bytes(b"")  # the recipe check only looks for safetensors weights
     return [f"model.path={stub}"]
 
 

@@ -1,0 +1,85 @@
+"""A first run a person can read: third-party output goes to ``<output_dir>/logs/``, the console keeps ours.
+
+With ``logging.verbose: false`` (the default; ``--verbose`` on the command line turns it on):
+
+- every actor (rollout worker, learner rank) and the reward worker process point their file descriptors 1
+  and 2 at ``logs/<role>.log`` as their first act (``redirect_output``), so vLLM, DeepSpeed, torch and C++
+  warnings land there, not on the driver's console through Ray;
+- in the driver, ``quiet_driver`` sends the Python loggers of Ray, vLLM, DeepSpeed, transformers, torch and
+  Python's ``warnings`` to ``logs/driver.log`` only.
+
+Errors still surface: a failing actor call raises in the driver with the remote traceback, and the log
+files hold everything that was printed around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+THIRD_PARTY = (
+    "ray",
+    "vllm",
+    "deepspeed",
+    "transformers",
+    "torch",
+    "datasets",
+    "urllib3",
+    "filelock",
+    "py.warnings",
+)
+
+
+def log_file(output_dir: str, role: str, verbose: bool) -> str | None:
+    """``<output_dir>/logs/<role>.log`` (folder created), or None when verbose (output stays on the console)."""
+    if verbose:
+        return None
+    folder = Path(output_dir) / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / f"{role}.log")
+
+
+def redirect_output(path: str | None) -> None:
+    """Point this process's stdout and stderr (the file descriptors, so C/C++ output too) at ``path``."""
+    if not path:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def quiet_driver(path: str | None) -> logging.Handler | None:
+    """Route third-party Python logging and warnings of the driver to ``path``; returns the handler (None: no-op)."""
+    if not path:
+        return None
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
+    for name in THIRD_PARTY:
+        lg = logging.getLogger(name)
+        for h in list(
+            lg.handlers
+        ):  # their own console handlers (Ray's PlainRayHandler, vLLM's stream handler)
+            lg.removeHandler(h)
+        lg.addHandler(handler)
+        lg.propagate = False
+    return handler
+
+
+def restore_driver(handler: logging.Handler | None) -> None:
+    """Undo ``quiet_driver`` (tests and benches run several jobs in one process)."""
+    if handler is None:
+        return
+    for name in THIRD_PARTY:
+        lg = logging.getLogger(name)
+        lg.removeHandler(handler)
+        lg.propagate = True
+    logging.captureWarnings(False)
+    handler.close()
