@@ -105,6 +105,9 @@ class RewardsConfig:
     accuracy_from: str | None = None  # which function defines `correct` (default: the first)
     timeout_s: float = 30.0  # per batch of one plugin; on timeout the batch gets no reward signal
     isolation: str = "process"  # process (a killable worker process) or inline (same process; tests)
+    # Address-space cap of the process-isolated reward worker: a plugin that tries to take more gets a
+    # MemoryError (its samples get no signal) instead of the kernel's OOM killer picking a learner.
+    memory_limit_gb: float | None = 8.0
     # Plugins logged as `monitor/<key>` every step (and at eval) without touching the reward. The default
     # guard is the share of answers that copy an expression from the prompt (rewards/guards.py).
     monitors: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="copied_expression")])

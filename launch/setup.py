@@ -203,12 +203,24 @@ def build_run(cfg: RecipeConfig) -> Run:
     )
     rw = cfg.rewards
     scorer = RewardScorer(
-        rw.functions, rw.accuracy_from, rw.timeout_s, rw.isolation, rw.monitors, logs("reward_worker")
+        rw.functions,
+        rw.accuracy_from,
+        rw.timeout_s,
+        rw.isolation,
+        rw.monitors,
+        logs("reward_worker"),
+        rw.memory_limit_gb,
     )
     # Held-out answers are judged by eval.answer_check alone (a format bonus or a lenient training reward
     # must not inflate the held-out curve); the monitors run there too.
     eval_scorer = RewardScorer(
-        [cfg.eval.answer_check], None, rw.timeout_s, rw.isolation, rw.monitors, logs("reward_worker_eval")
+        [cfg.eval.answer_check],
+        None,
+        rw.timeout_s,
+        rw.isolation,
+        rw.monitors,
+        logs("reward_worker_eval"),
+        rw.memory_limit_gb,
     )
     renderer = PromptRenderer(
         tokenizer, cfg.prompt.system_prompt, cfg.prompt.template, cfg.prompt.use_chat_template

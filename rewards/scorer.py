@@ -85,11 +85,16 @@ def _worker_env() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _init_worker(log_file: str | None = None) -> None:
+def _init_worker(log_file: str | None = None, memory_limit_gb: float | None = None) -> None:
     os.environ.update(_WORKER_ENV)  # again in the child, in case the parent's env changed meanwhile
     from launch.quiet import redirect_output
 
     redirect_output(log_file)  # plugin prints and library warnings go to the run's log folder
+    if memory_limit_gb:
+        import resource
+
+        cap = int(memory_limit_gb * (1 << 30))
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))  # past it, allocations raise MemoryError
 
 
 def _warmup(specs: list[str]) -> None:
@@ -152,6 +157,7 @@ class RewardScorer:
         isolation: str = "process",
         monitors: list[RewardSpec] | tuple[RewardSpec, ...] = (),
         log_file: str | None = None,
+        memory_limit_gb: float | None = None,
     ) -> None:
         if isolation not in ("process", "inline"):
             raise ValueError(f"rewards.isolation: {isolation!r} is not process or inline")
@@ -165,6 +171,7 @@ class RewardScorer:
         self.isolation = isolation
         self._pool: ProcessPoolExecutor | None = None
         self.log_file = log_file  # the worker process's stdout/stderr (None: inherited)
+        self.memory_limit_gb = memory_limit_gb  # the worker's address-space cap (None: none)
 
     def _plugins(self, specs: list[RewardSpec] | tuple[RewardSpec, ...]) -> list[_Plugin]:
         out: list[_Plugin] = []
@@ -198,7 +205,7 @@ class RewardScorer:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(self.log_file,),
+                initargs=(self.log_file, self.memory_limit_gb),
             )
             try:
                 with _worker_env():  # the worker process is spawned by this first submit

@@ -35,6 +35,10 @@ def arr(prompts, completions, **columns):
     import numpy as np
     return np.array([True] * len(completions))
 
+def hog(prompts, completions, **columns):
+    block = bytearray(6 << 30)  # 6 GiB: over the worker's cap
+    return [1.0] * len(completions)
+
 def crash(prompts, completions, **columns):
     import os
     os._exit(3)
@@ -152,6 +156,20 @@ def test_process_isolation_worker_crash(plugins: str) -> None:
         samples = _samples(["\\boxed{5}"])
         assert scorer.score(samples)["reward_failures"] == 1 and samples[0].reward is None
         scorer.plugins.pop()  # without the crashing plugin a fresh worker scores again
+        samples = _samples(["\\boxed{5}"])
+        assert scorer.score(samples)["reward_failures"] == 0 and samples[0].reward == 1.0
+
+
+def test_process_isolation_memory_hog_is_contained(plugins: str) -> None:
+    """A plugin that tries to allocate past rewards.memory_limit_gb gets a MemoryError in the worker: its
+    samples get no signal, the other plugin still scores, and the worker keeps serving."""
+    specs = [RewardSpec("format"), RewardSpec(f"{plugins}:hog")]
+    with RewardScorer(specs, timeout_s=60, memory_limit_gb=2.0) as scorer:
+        samples = _samples(["\\boxed{5}", "4"])
+        m = scorer.score(samples)
+        assert m["reward_failures"] == 2 and [s.reward for s in samples] == [None, None]
+        assert [s.correct for s in samples] == [True, False]  # format scored in the same worker
+        scorer.plugins.pop()
         samples = _samples(["\\boxed{5}"])
         assert scorer.score(samples)["reward_failures"] == 0 and samples[0].reward == 1.0
 
