@@ -234,6 +234,9 @@ class RayConfig:
     )
     num_cpus: int | None = None  # embedded cluster only (None: enough for all actors)
     temp_dir: str | None = None  # embedded cluster only
+    # Deadline of every remote call of the driver (generate, train, weight sync, checkpoint, estimators): past
+    # it the run stops with an error naming the call and the actor instead of waiting forever. null: none.
+    call_timeout_s: float | None = 3600.0
 
 
 @dataclass

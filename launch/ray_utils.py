@@ -53,3 +53,25 @@ def init_ray(
         _node_ip_address="127.0.0.1",  # one machine: nothing needs to reach it from outside
     )
     return "local"
+
+
+class RemoteCallTimeout(TimeoutError):
+    """A remote call past its deadline (``ray.call_timeout_s``); the message names the call and the actors."""
+
+
+def get_all(refs: list, names: list[str], what: str, timeout_s: float | None) -> list:
+    """``ray.get(refs)`` with a deadline: results in order, or ``RemoteCallTimeout`` naming ``what`` and the
+    actors (``names[i]`` for ``refs[i]``) that had not answered. A hung actor or collective never becomes an
+    endless wait in the driver."""
+    import ray
+
+    if timeout_s is None or not refs:
+        return ray.get(refs)
+    _ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+    if pending:
+        late = [n for r, n in zip(refs, names) if r in set(pending)]
+        raise RemoteCallTimeout(
+            f"{what}: no answer after {timeout_s:g} s from {', '.join(late)} (ray.call_timeout_s; the actor "
+            "or a collective it waits on is hung; its log is in <output_dir>/logs/)"
+        )
+    return ray.get(list(refs))

@@ -167,6 +167,7 @@ def build_run(cfg: RecipeConfig) -> Run:
             tol,
             r.gpus_per_worker,
             [logs(f"rollout_{i}") for i in range(r.num_workers)],
+            cfg.ray.call_timeout_s,
         )
     # Frozen models by role: exactly those the run's losses need ("policy" = the initial weights).
     roles = {
@@ -200,6 +201,7 @@ def build_run(cfg: RecipeConfig) -> Run:
         t.num_learners,
         t.gpus_per_learner,
         [logs(f"learner_{k}") for k in range(t.num_learners)],
+        cfg.ray.call_timeout_s,
     )
     rw = cfg.rewards
     scorer = RewardScorer(

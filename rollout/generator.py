@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from launch.ray_utils import get_all
 from rollout.engines.base import EngineSpec
 from rollout.types import Completion, GenerationRequest, SamplingParams
 
@@ -78,6 +79,7 @@ class Generator:
         sync_tol: float,
         gpus_per_worker: float = 0.0,
         log_files: list[str | None] | None = None,
+        call_timeout_s: float | None = None,
     ) -> None:
         import ray
 
@@ -98,17 +100,17 @@ class Generator:
             ).remote(engine_path, spec, (log_files or [None] * num_workers)[i])
             for i in range(num_workers)
         ]
-        self.start_s = max(ray.get([w.ready.remote() for w in self.workers]))
+        self.call_timeout_s = call_timeout_s
+        self.start_s = max(self._get([w.ready.remote() for w in self.workers], "start"))
         self.defaults = defaults
         self.probe_ids = list(probe_ids)
         self.checker = SyncCheck(sync_tol)
-        self._engine_probe: list[list[float] | None] = ray.get(
-            [w.probe_logprobs.remote(self.probe_ids) for w in self.workers]
+        self._engine_probe: list[list[float] | None] = self._get(
+            [w.probe_logprobs.remote(self.probe_ids) for w in self.workers], "probe"
         )
         self._learner_probe: list[float] | None = None
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
-        import ray
 
         parts = _balance(requests, len(self.workers))
         refs = [
@@ -117,21 +119,23 @@ class Generator:
             if part
         ]
         results: list[list[Completion]] = [[] for _ in requests]
-        for part, out in zip([p for p in parts if p], ray.get(refs)):
+        names = [f"rollout worker {i}" for i, part in enumerate(parts) if part]
+        for part, out in zip([p for p in parts if p], get_all(refs, names, "generate", self.call_timeout_s)):
             for i, comps in zip(part, out):
                 results[i] = comps
         return results
 
     def sync_weights(self, learners) -> dict[str, float]:
         """Push the learners' weights to every worker and verify them with the probe."""
-        import ray
 
         t0 = time.perf_counter()
         blob_ref, learner_probe = learners.export_weights(self.probe_ids)
         t_export = time.perf_counter() - t0
-        counts = ray.get([w.update_weights.remote(blob_ref) for w in self.workers])
+        counts = self._get([w.update_weights.remote(blob_ref) for w in self.workers], "weight sync: load")
         t_load = time.perf_counter() - t0 - t_export
-        after = ray.get([w.probe_logprobs.remote(self.probe_ids) for w in self.workers])
+        after = self._get(
+            [w.probe_logprobs.remote(self.probe_ids) for w in self.workers], "weight sync: probe"
+        )
         diffs = [
             self.checker.check(learner_probe, self._engine_probe[i], after[i], self._learner_probe, i)
             for i in range(len(self.workers))
@@ -144,6 +148,10 @@ class Generator:
             "sync/probe_diff": max(diffs),
             "sync/tensors": float(min(counts)),
         }
+
+    def _get(self, refs: list, what: str) -> list:
+        """One call on every worker, with the run's deadline."""
+        return get_all(refs, [f"rollout worker {i}" for i in range(len(refs))], what, self.call_timeout_s)
 
     def shutdown(self) -> None:
         import ray

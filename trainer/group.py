@@ -32,6 +32,7 @@ class LearnerGroup:
         num_learners: int,
         gpus_per_learner: float = 0.0,
         log_files: list[str | None] | None = None,
+        call_timeout_s: float | None = None,
     ) -> None:
         import ray
 
@@ -50,7 +51,8 @@ class LearnerGroup:
         ]
         self.spec = spec
         self.world = num_learners
-        ray.get([a.__ray_ready__.remote() for a in self.actors])
+        self.call_timeout_s = call_timeout_s
+        self._get([a.__ray_ready__.remote() for a in self.actors], "start")
 
     def train(self, batch: TrainBatch, pad_id: int) -> dict[str, float]:
         import ray
@@ -59,7 +61,7 @@ class LearnerGroup:
         per = self.world * self.spec.mini_batches
         batch = batch.pad_rows(per, pad_id)
         ref = ray.put(batch)
-        results = ray.get([a.train.remote(ref) for a in self.actors])
+        results = self._get([a.train.remote(ref) for a in self.actors], "train")
         keys = set().union(*results)
         return {k: sum(r.get(k, 0.0) for r in results) / sum(k in r for r in results) for k in keys}
 
@@ -69,18 +71,19 @@ class LearnerGroup:
 
         batch = batch.pad_rows(self.world, pad_id)
         ref = ray.put(batch)
-        results = ray.get([a.evaluate.remote(ref) for a in self.actors])
+        results = self._get([a.evaluate.remote(ref) for a in self.actors], "evaluate")
         keys = set().union(*results)
         return {k: sum(r.get(k, 0.0) for r in results) / sum(k in r for r in results) for k in keys}
 
     def reference_logprobs(self, batch: TrainBatch):
         """Reference log-probs of every row, computed by rank 0 (other ranks idle): fills offline caches."""
-        import ray
 
         if self.spec.zero_stage == 3 and self.world > 1:
             # a ZeRO-3 reference is partitioned: every rank must run the same forwards
-            return ray.get([a.reference_logprobs.remote(batch) for a in self.actors])[0]
-        return ray.get(self.actors[0].reference_logprobs.remote(batch))
+            return self._get(
+                [a.reference_logprobs.remote(batch) for a in self.actors], "reference log-probs"
+            )[0]
+        return self._get([self.actors[0].reference_logprobs.remote(batch)], "reference log-probs")[0]
 
     def export_weights(self, probe_ids: list[int]):
         """(object ref of rank 0's safetensors bytes, rank 0's probe log-probs). The bytes stay in the store."""
@@ -88,24 +91,30 @@ class LearnerGroup:
 
         pairs = [a.export_weights.options(num_returns=2).remote(probe_ids) for a in self.actors]
         blob_ref, probe_ref = pairs[0]
-        ray.get([p[1] for p in pairs[1:]])  # wait for the other ranks' part of the collective
+        # wait for every rank's part of the collective (rank 0's probe included)
+        self._get([probe_ref] + [p[1] for p in pairs[1:]], "weight sync: export")
         return blob_ref, ray.get(probe_ref)
 
     def save(self, path: str, save_optimizer: bool = True) -> None:
-        import ray
 
-        ray.get([a.save.remote(path, save_optimizer) for a in self.actors])
+        self._get([a.save.remote(path, save_optimizer) for a in self.actors], "checkpoint save")
 
     def load(self, path: str) -> None:
-        import ray
 
-        ray.get([a.load.remote(path) for a in self.actors])
+        self._get([a.load.remote(path) for a in self.actors], "checkpoint load")
 
     def call(self, method: str, *args, **kwargs) -> list:
         """Run any learner method on every rank (e.g. strategy-specific estimators)."""
-        import ray
 
-        return ray.get([getattr(a, method).remote(*args, **kwargs) for a in self.actors])
+        return self._get(
+            [getattr(a, method).remote(*args, **kwargs) for a in self.actors], f"learner call {method}"
+        )
+
+    def _get(self, refs: list, what: str) -> list:
+        """One call on every rank, with the run's deadline (RemoteCallTimeout names the late ranks)."""
+        from launch.ray_utils import get_all
+
+        return get_all(refs, [f"learner rank {i}" for i in range(len(refs))], what, self.call_timeout_s)
 
     def shutdown(self) -> None:
         import ray
