@@ -127,6 +127,9 @@ class RolloutConfig:
     kv_cache_gb: float = 1.0  # vLLM KV-cache budget (must be set explicitly on CPU)
     enforce_eager: bool = True  # skip graph compilation: 3-6 s engine start on CPU instead of ~60 s
     sync_check_tol: float | None = None  # probe log-prob tolerance after a weight sync (None: by dtype)
+    max_restarts: int = (
+        3  # a dead rollout worker is restarted (current weights, probe-checked) up to this often per call
+    )
 
 
 @dataclass

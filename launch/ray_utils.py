@@ -65,8 +65,19 @@ def get_all(refs: list, names: list[str], what: str, timeout_s: float | None) ->
     endless wait in the driver."""
     import ray
 
-    if timeout_s is None or not refs:
-        return ray.get(refs)
+    wait_all(refs, names, what, timeout_s)
+    return ray.get(list(refs))
+
+
+def wait_all(refs: list, names: list[str], what: str, timeout_s: float | None) -> None:
+    """Wait until every ref is settled (a value or an error), or raise ``RemoteCallTimeout`` naming the late."""
+    import ray
+
+    if not refs:
+        return
+    if timeout_s is None:
+        ray.wait(list(refs), num_returns=len(refs))
+        return
     _ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
     if pending:
         late = [n for r, n in zip(refs, names) if r in set(pending)]
@@ -74,4 +85,3 @@ def get_all(refs: list, names: list[str], what: str, timeout_s: float | None) ->
             f"{what}: no answer after {timeout_s:g} s from {', '.join(late)} (ray.call_timeout_s; the actor "
             "or a collective it waits on is hung; its log is in <output_dir>/logs/)"
         )
-    return ray.get(list(refs))

@@ -168,6 +168,7 @@ def build_run(cfg: RecipeConfig) -> Run:
             r.gpus_per_worker,
             [logs(f"rollout_{i}") for i in range(r.num_workers)],
             cfg.ray.call_timeout_s,
+            r.max_restarts,
         )
     # Frozen models by role: exactly those the run's losses need ("policy" = the initial weights).
     roles = {

@@ -10,6 +10,7 @@ curriculum, strategy, reward and loss registries (launch/components.py).
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from collections.abc import Iterator
@@ -64,6 +65,7 @@ def _train(cfg: RecipeConfig) -> dict[str, float]:
     from launch.metrics_log import MetricsLogger
     from launch.setup import build_run
     from rollout.dynamic import collect_rollouts
+    from rollout.generator import RolloutWorkerLost
 
     run = build_run(cfg)
     c = cfg.checkpoint
@@ -88,24 +90,40 @@ def _train(cfg: RecipeConfig) -> dict[str, float]:
             log.log(-1, first | ckpt.keep_best(0, first, run.learners), advance=False)
         for step in range(start, cfg.total_steps):
             timer = StepTimer()
-            with timer("rollout"):
-                # curriculum: which prompts, how many samples each → strategy: generate and score (SEELE and
-                # Cog-Rethinker call the generator several times) → curriculum observes (Beta counts, ...).
-                # With dynamic sampling, groups without signal are dropped and more prompts are drawn.
-                batch, metrics = collect_rollouts(
-                    run.curriculum,
-                    run.strategy,
-                    run.generator,
-                    run.scorer,
-                    step,
-                    cfg.algorithm.dynamic_sampling,
+            before, trained = copy.deepcopy(run.loop_state()), False  # for an emergency checkpoint
+            try:
+                with timer("rollout"):
+                    # curriculum: which prompts, how many samples each → strategy: generate and score (SEELE
+                    # and Cog-Rethinker call the generator several times) → curriculum observes (Beta counts).
+                    # With dynamic sampling, groups without signal are dropped and more prompts are drawn.
+                    batch, metrics = collect_rollouts(
+                        run.curriculum,
+                        run.strategy,
+                        run.generator,
+                        run.scorer,
+                        step,
+                        cfg.algorithm.dynamic_sampling,
+                    )
+                train_batch = run.strategy.make_train_batch(batch)  # advantages, loss terms
+                with timer("learner"):
+                    metrics |= run.learners.train(train_batch, run.pad_id)  # DeepSpeed step(s) on every rank
+                trained = True
+                if run.generator is not None:  # offline strategies start no rollout workers
+                    with timer("weight_sync"):
+                        metrics |= run.generator.sync_weights(run.learners)  # push + verify new weights
+            except RolloutWorkerLost:
+                # Dead workers restart by themselves (Generator); this is one that kept dying. Keep what is
+                # consistent: the step's update with the state after it, or the state before the step.
+                path = ckpt.save(
+                    step + 1 if trained else step, run.learners, run.loop_state() if trained else before
                 )
-            train_batch = run.strategy.make_train_batch(batch)  # advantages, loss terms
-            with timer("learner"):
-                metrics |= run.learners.train(train_batch, run.pad_id)  # DeepSpeed step(s) on every rank
-            if run.generator is not None:  # offline strategies start no rollout workers
-                with timer("weight_sync"):
-                    metrics |= run.generator.sync_weights(run.learners)  # push + verify new weights
+                print(
+                    f"rollout workers lost; last good state saved to {path} (resume=true continues)",
+                    flush=True,
+                )
+                raise
+            if run.generator is not None:
+                metrics["rollout/worker_restarts"] = float(run.generator.pop_restarts())
             if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
                 metrics |= evaluate(run, cfg.eval.num_prompts, step + 1)
                 metrics |= ckpt.keep_best(step + 1, metrics, run.learners)  # checkpoints/best if improved

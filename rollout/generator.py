@@ -9,15 +9,21 @@ did. A silent no-op sync raises :class:`WeightSyncError`.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from launch.ray_utils import get_all
+from launch.ray_utils import get_all, wait_all
 from rollout.engines.base import EngineSpec
 from rollout.types import Completion, GenerationRequest, SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 class WeightSyncError(RuntimeError):
@@ -68,7 +74,18 @@ class SyncCheck:
         return diff
 
 
+class RolloutWorkerLost(RuntimeError):
+    """A rollout worker kept dying: ``rollout.max_restarts`` restarts were spent within one call."""
+
+
 class Generator:
+    """The rollout workers: balanced generation, verified weight sync, and supervision.
+
+    A worker that dies (its process killed, OOM, a crash in the engine) is restarted: a fresh actor, the
+    weights of the last sync pushed into it and checked with the probe, then the dead worker's unfinished
+    requests are issued again (``restarts`` counts them for the step's metrics). More than ``max_restarts``
+    deaths within one call raise ``RolloutWorkerLost``."""
+
     def __init__(
         self,
         engine_path: str,
@@ -80,6 +97,7 @@ class Generator:
         gpus_per_worker: float = 0.0,
         log_files: list[str | None] | None = None,
         call_timeout_s: float | None = None,
+        max_restarts: int = 3,
     ) -> None:
         import ray
 
@@ -93,14 +111,18 @@ class Generator:
             # vLLM logs every weight reload and prefix-cache reset at INFO: one line per step is enough.
             "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
         }
-        actor = ray.remote(RolloutWorker)
-        self.workers = [
-            actor.options(
-                num_cpus=spec.threads, num_gpus=gpus_per_worker, runtime_env={"env_vars": env}
-            ).remote(engine_path, spec, (log_files or [None] * num_workers)[i])
-            for i in range(num_workers)
-        ]
+        self._actor = ray.remote(RolloutWorker)
+        self._options = {
+            "num_cpus": spec.threads,
+            "num_gpus": gpus_per_worker,
+            "runtime_env": {"env_vars": env},
+        }
+        self._args = (engine_path, spec)
+        self._log_files = list(log_files or [None] * num_workers)
+        self.workers = [self._spawn(i) for i in range(num_workers)]
         self.call_timeout_s = call_timeout_s
+        self.max_restarts = max_restarts
+        self.restarts = 0  # worker restarts since the last pop_restarts()
         self.start_s = max(self._get([w.ready.remote() for w in self.workers], "start"))
         self.defaults = defaults
         self.probe_ids = list(probe_ids)
@@ -108,46 +130,109 @@ class Generator:
         self._engine_probe: list[list[float] | None] = self._get(
             [w.probe_logprobs.remote(self.probe_ids) for w in self.workers], "probe"
         )
+        self._initial_probe = self._engine_probe[0]
         self._learner_probe: list[float] | None = None
+        self._blob_ref = None  # the weights of the last sync (kept in the object store for restarts)
 
+    # ------------------------------------------------------------------ calls
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
-
         parts = _balance(requests, len(self.workers))
-        refs = [
-            w.generate.remote([requests[i] for i in part], self.defaults)
-            for w, part in zip(self.workers, parts)
-            if part
-        ]
+        busy = [w for w, part in enumerate(parts) if part]
+        out = self._call_each(
+            "generate",
+            lambda w: self.workers[w].generate.remote([requests[i] for i in parts[w]], self.defaults),
+            busy,
+        )
         results: list[list[Completion]] = [[] for _ in requests]
-        names = [f"rollout worker {i}" for i, part in enumerate(parts) if part]
-        for part, out in zip([p for p in parts if p], get_all(refs, names, "generate", self.call_timeout_s)):
-            for i, comps in zip(part, out):
+        for w in busy:
+            for i, comps in zip(parts[w], out[w]):
                 results[i] = comps
         return results
 
     def sync_weights(self, learners) -> dict[str, float]:
         """Push the learners' weights to every worker and verify them with the probe."""
-
         t0 = time.perf_counter()
         blob_ref, learner_probe = learners.export_weights(self.probe_ids)
         t_export = time.perf_counter() - t0
-        counts = self._get([w.update_weights.remote(blob_ref) for w in self.workers], "weight sync: load")
+        self._blob_ref, prev_learner, self._learner_probe = blob_ref, self._learner_probe, learner_probe
+        every = list(range(len(self.workers)))
+        counts = self._call_each(
+            "weight sync: load", lambda w: self.workers[w].update_weights.remote(blob_ref), every
+        )
         t_load = time.perf_counter() - t0 - t_export
-        after = self._get(
-            [w.probe_logprobs.remote(self.probe_ids) for w in self.workers], "weight sync: probe"
+        after = self._call_each(
+            "weight sync: probe", lambda w: self.workers[w].probe_logprobs.remote(self.probe_ids), every
         )
         diffs = [
-            self.checker.check(learner_probe, self._engine_probe[i], after[i], self._learner_probe, i)
-            for i in range(len(self.workers))
+            self.checker.check(learner_probe, self._engine_probe[i], after[i], prev_learner, i) for i in every
         ]
-        self._engine_probe = after
-        self._learner_probe = learner_probe
+        self._engine_probe = [after[i] for i in every]
         return {
             "sync/export_s": t_export,
             "sync/load_s": t_load,
             "sync/probe_diff": max(diffs),
-            "sync/tensors": float(min(counts)),
+            "sync/tensors": float(min(counts.values())),
         }
+
+    def pop_restarts(self) -> int:
+        """Worker restarts since the last call (a per-step metric)."""
+        n, self.restarts = self.restarts, 0
+        return n
+
+    # ------------------------------------------------------------------ supervision
+    def _spawn(self, i: int):
+        return self._actor.options(**self._options).remote(*self._args, self._log_files[i])
+
+    def _call_each(self, what: str, make: Callable[[int], Any], workers: list[int]) -> dict[int, Any]:
+        """``make(w)`` on each worker in ``workers``, with the deadline; a dead worker is restarted and its call
+        issued again. Returns worker → result."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        results: dict[int, Any] = {}
+        todo, deaths = list(workers), 0
+        while todo:
+            refs = [make(w) for w in todo]
+            wait_all(refs, [f"rollout worker {w}" for w in todo], what, self.call_timeout_s)
+            dead = []
+            for w, ref in zip(todo, refs):
+                try:
+                    results[w] = ray.get(ref)
+                except RayActorError as e:
+                    dead.append((w, e))
+            deaths += len(dead)
+            if dead and deaths > self.max_restarts:
+                w, e = dead[0]
+                raise RolloutWorkerLost(
+                    f"{what}: rollout worker {w} died ({type(e).__name__}) and {deaths} deaths exceed "
+                    f"rollout.max_restarts={self.max_restarts}; its log is in <output_dir>/logs/rollout_{w}.log"
+                )
+            for w, e in dead:
+                self._restart(w, what, e)
+            todo = [w for w, _ in dead]
+        return results
+
+    def _restart(self, w: int, what: str, err: Exception) -> None:
+        """A fresh actor for worker ``w`` with the current weights, probe-checked against the learner's."""
+        import ray
+
+        log.warning("rollout worker %d died during %s (%s): restarting it", w, what, type(err).__name__)
+        with contextlib.suppress(Exception):
+            ray.kill(self.workers[w])
+        self.workers[w] = self._spawn(w)
+        worker = self.workers[w]
+        self._get_one(worker.ready.remote(), w, "restart")
+        if self._blob_ref is not None:
+            self._get_one(worker.update_weights.remote(self._blob_ref), w, "restart: load weights")
+        probe = self._get_one(worker.probe_logprobs.remote(self.probe_ids), w, "restart: probe")
+        expected = self._learner_probe if self._blob_ref is not None else self._initial_probe
+        diff = self.checker.check(expected, None, probe, None, w)  # the weights the others serve, or raise
+        self._engine_probe[w] = probe
+        self.restarts += 1
+        log.warning("rollout worker %d restarted with the current weights (probe diff %.3g)", w, diff)
+
+    def _get_one(self, ref, w: int, what: str):
+        return get_all([ref], [f"rollout worker {w}"], what, self.call_timeout_s)[0]
 
     def _get(self, refs: list, what: str) -> list:
         """One call on every worker, with the run's deadline."""

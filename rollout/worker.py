@@ -23,6 +23,7 @@ class RolloutWorker:
         from launch.quiet import redirect_output
 
         redirect_output(log_file)  # first: vLLM's start-up output goes to the run's log folder
+        print(f"rollout worker pid {os.getpid()}", flush=True)  # for operators (and the fault tests)
         pin_threads(spec.threads)
         from launch.components import import_object
 
