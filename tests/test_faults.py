@@ -92,3 +92,46 @@ def test_a_worker_that_keeps_dying_stops_with_a_checkpoint_that_resumes(
     run(tiny_model, out, None, **{"resume": "true"})
     steps = [r for r in rows(out) if r.get("step", -1) >= 0 and "num_samples" in r]
     assert [r["step"] for r in steps] == [0, 2]  # step 0 logged by the first run, step 2 after the resume
+
+
+LEARNER_KILLER = """
+import os, re, signal
+from pathlib import Path
+
+CALLS = {"n": 0}
+
+def kill_learner(completions, run_dir, **kwargs):
+    CALLS["n"] += 1
+    if CALLS["n"] == 2:
+        text = (Path(run_dir) / "logs" / "learner_0.log").read_text()
+        os.kill(int(re.findall(r"learner rank 0 pid (\\d+)", text)[-1]), signal.SIGKILL)
+    return [0.0] * len(completions)
+"""
+
+
+def test_a_killed_learner_stops_the_run_naming_the_rank(tiny_model, ray_cluster, tmp_path, monkeypatch):
+    import time
+
+    from launch.config import load_recipe
+    from launch.train import train
+    from tests.conftest import tiny_overrides
+    from trainer.group import LearnerLost
+
+    monkeypatch.chdir(ROOT)
+    plugin = tmp_path / "killer.py"
+    plugin.write_text(LEARNER_KILLER)
+    out = tmp_path / "run"
+    fn = f"[{{name: math}}, {{name: '{plugin}:kill_learner', weight: 0.0, kwargs: {{run_dir: '{out}'}}}}]"
+    overrides = tiny_overrides(
+        tiny_model, out, **{"total_steps": 3, "curriculum.prompts_per_step": 2, "curriculum.n_samples": 2}
+    )
+    cfg = load_recipe(
+        ROOT / "recipes/grpo_default.yaml", [*overrides, f"rewards.functions={fn}", "ray.call_timeout_s=120"]
+    )
+    t0 = time.perf_counter()
+    with pytest.raises(LearnerLost, match=r"train: learner rank 0 died .*resume=true"):
+        train(cfg)
+    assert time.perf_counter() - t0 < 300  # stopped, not hung
+    assert [r["step"] for r in rows(out) if "num_samples" in r] == [
+        0
+    ]  # step 0 logged, step 1 never half-logged

@@ -25,6 +25,10 @@ class _Rank0Address:
         return ray.util.get_node_ip_address(), port
 
 
+class LearnerLost(RuntimeError):
+    """A learner rank died: the run stops (resume from the last checkpoint)."""
+
+
 class LearnerGroup:
     def __init__(
         self,
@@ -111,10 +115,24 @@ class LearnerGroup:
         )
 
     def _get(self, refs: list, what: str) -> list:
-        """One call on every rank, with the run's deadline (RemoteCallTimeout names the late ranks)."""
-        from launch.ray_utils import get_all
+        """One call on every rank, with the run's deadline (RemoteCallTimeout names the late ranks); a dead rank
+        is a LearnerLost naming it (learners hold the optimizer state: they are not restarted mid-run)."""
+        import ray
+        from ray.exceptions import RayActorError
 
-        return get_all(refs, [f"learner rank {i}" for i in range(len(refs))], what, self.call_timeout_s)
+        from launch.ray_utils import wait_all
+
+        wait_all(refs, [f"learner rank {i}" for i in range(len(refs))], what, self.call_timeout_s)
+        out = []
+        for rank, ref in enumerate(refs):
+            try:
+                out.append(ray.get(ref))
+            except RayActorError as e:
+                raise LearnerLost(
+                    f"{what}: learner rank {rank} died ({type(e).__name__}); the run stops. Its log is in "
+                    f"<output_dir>/logs/learner_{rank}.log; resume=true restarts from the last checkpoint"
+                ) from None
+        return out
 
     def shutdown(self) -> None:
         import ray

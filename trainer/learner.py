@@ -116,6 +116,7 @@ class Learner:
         from rollout.worker import pin_threads
 
         redirect_output(log_file)  # first: DeepSpeed/torch output goes to the run's log folder
+        print(f"learner rank {rank} pid {os.getpid()}", flush=True)  # for operators (and the fault tests)
 
         pin_threads(spec.threads)
         os.environ.update(
