@@ -48,14 +48,29 @@ class CheckpointManager:
         self.best_mode = best_mode
 
     def latest(self) -> Path | None:
+        """The checkpoint ``latest`` points to; if that one is incomplete or gone (a crash mid-replace), the
+        newest complete ``step_*`` folder (``state.pt`` is written last, so its presence means complete)."""
+        self._recover()
         ptr = self.root / "latest"
-        if not ptr.is_file():
-            return None
-        path = self.root / ptr.read_text().strip()
-        return path if (path / "state.pt").is_file() else None
+        if ptr.is_file():
+            path = self.root / ptr.read_text().strip()
+            if (path / "state.pt").is_file():
+                return path
+        done = sorted(p for p in self.root.glob("step_*") if (p / "state.pt").is_file())
+        return done[-1] if done else None
+
+    def _recover(self) -> None:
+        """After a crash mid-save: an old copy moved aside but not replaced goes back into place."""
+        for old in self.root.glob(".old-step_*"):
+            final = self.root / old.name[len(".old-") :]
+            if not final.exists() and (old / "state.pt").is_file():
+                os.replace(old, final)
 
     def save(self, step: int, learners, loop_state: dict[str, Any]) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._recover()
+        for stale in self.root.glob(".tmp-step_*"):  # writes that were killed: never complete, never read
+            shutil.rmtree(stale, ignore_errors=True)
         name = f"step_{step:06d}"
         tmp = self.root / f".tmp-{name}"
         if tmp.exists():
@@ -72,9 +87,16 @@ class CheckpointManager:
         }
         torch.save(state, tmp / "state.pt")
         final = self.root / name
-        if final.exists():
-            shutil.rmtree(final)
+        old = self.root / f".old-{name}"
+        if (
+            final.exists()
+        ):  # saving a step again: move the old copy aside first, drop it once the new one is in
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(final, old)
         os.replace(tmp, final)
+        if old.exists():
+            shutil.rmtree(old)
         ptr_tmp = self.root / ".latest.tmp"
         ptr_tmp.write_text(name + "\n")
         os.replace(ptr_tmp, self.root / "latest")
