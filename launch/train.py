@@ -92,6 +92,8 @@ def _train(cfg: RecipeConfig) -> dict[str, float]:
             timer = StepTimer()
             before, trained = copy.deepcopy(run.loop_state()), False  # for an emergency checkpoint
             try:
+                if run.generator is not None:
+                    run.generator.reseed(cfg.seed, step)  # sampling depends on (seed, step): exact resume
                 with timer("rollout"):
                     # curriculum: which prompts, how many samples each → strategy: generate and score (SEELE
                     # and Cog-Rethinker call the generator several times) → curriculum observes (Beta counts).

@@ -174,6 +174,15 @@ class Generator:
             "sync/tensors": float(min(counts.values())),
         }
 
+    def reseed(self, seed: int, step: int) -> None:
+        """Every worker's sampling stream restarts from (seed, step): a resumed run draws the same samples as an
+        uninterrupted one, and a step's samples do not depend on how many steps the engine has served."""
+        self._call_each(
+            "reseed",
+            lambda w: self.workers[w].reseed.remote(seed * 1_000_003 + step),
+            list(range(len(self.workers))),
+        )
+
     def pop_restarts(self) -> int:
         """Worker restarts since the last call (a per-step metric)."""
         n, self.restarts = self.restarts, 0

