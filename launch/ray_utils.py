@@ -15,7 +15,8 @@ def init_ray(
     """Returns "cluster" or "local". Heavy import (ray) stays inside.
 
     ``quiet``: Ray does not install its own console logger (launch/quiet.py routes it to the run's logs).
-    The embedded cluster binds to loopback only and runs without the dashboard."""
+    The embedded cluster runs without the dashboard UI. Ray 2.60's servers listen on all interfaces (no option
+    limits them to loopback; measured with psutil); its token authentication, on by default, guards them."""
     import ray
 
     if ray.is_initialized():
@@ -50,7 +51,6 @@ def init_ray(
         runtime_env={"env_vars": env_vars},
         log_to_driver=True,
         configure_logging=not quiet,
-        _node_ip_address="127.0.0.1",  # one machine: nothing needs to reach it from outside
     )
     return "local"
 
