@@ -1,14 +1,19 @@
-"""Heterogeneous neighbourhood sampling around a target (user, item) pair, vectorised over a batch.
+r"""Heterogeneous neighbourhood sampling around a target (user, item) pair, vectorised over a batch.
 
 Tokens, in order: [u, i, attributes of i (F), n1 one-hop neighbours of u, their attributes (n1·F), n2 two-hop
 of u, n1 one-hop of i, n2 two-hop of i]. Neighbours are drawn uniformly with replacement (duplicates are
 possible and harmless); a two-hop slot picks one of the sampled one-hop nodes and then one of its neighbours.
 Attribute nodes are not left to chance: an item has a handful of attribute edges among possibly hundreds of
 user edges, so the attributes of the target item and of the user's one-hop items (the meta-path U–I–A) are
-always added as tokens — the type-aware part of the heterogeneous sampling. The other target is never a neighbour of
-either side, and the u–i entry of the induced adjacency is cleared — otherwise a training click's own u–i
-edge would reveal its label — and the two-hop sets also drop the side's own centre. Missing slots (low degree) are padding, marked invalid. The induced-subgraph
-adjacency among the tokens is looked up in the HIN's sorted edge keys.
+always added as tokens — the type-aware part of the heterogeneous sampling.
+
+No label through the sampling: a training click (u, i) is itself an edge of the graph, a test click or a negative
+is not. One-hop neighbours are therefore drawn from N(u) \ {i} (and N(i) \ {u}) — the neighbourhood as it would
+look with this click held out — so the other target never appears and, unlike marking such draws invalid (the
+earlier behaviour), the number of valid slots is distributed the same way for positives, negatives and test
+pairs; the u–i entry of the induced adjacency is cleared for the same reason. The two-hop sets drop the side's own
+centre (for every pair alike). Missing slots (degree 0 after the exclusion) are padding, marked invalid. The
+induced-subgraph adjacency among the tokens is looked up in the HIN's sorted edge keys.
 """
 
 from __future__ import annotations
@@ -59,21 +64,38 @@ class NeighbourSampler:
         self.side = torch.tensor([0, 1] + [1] * f + [0] * (n1 + n1 * f + n2) + [1] * (n1 + n2))
 
     def _draw(
-        self, centres: torch.Tensor, ok: torch.Tensor, k: int, g: torch.Generator
+        self,
+        centres: torch.Tensor,
+        ok: torch.Tensor,
+        k: int,
+        g: torch.Generator,
+        exclude: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """k uniform neighbours of each centre (B,) -> nodes (B, k), valid (B, k)."""
+        """k uniform neighbours of each centre (B,) -> nodes (B, k), valid (B, k); with ``exclude`` (B,), drawn
+        from N(centre) minus that node (one CSR slot skipped when the edge exists)."""
         start = self.indptr[centres]
         deg = self.indptr[centres + 1] - start
+        skip = torch.full_like(
+            deg, -1
+        )  # CSR offset of the excluded neighbour in each row (-1: not a neighbour)
+        if exclude is not None:
+            key = centres * self.n_nodes + exclude
+            pos = torch.searchsorted(self.keys, key).clamp(max=len(self.keys) - 1)
+            found = self.keys[pos] == key
+            skip = torch.where(found, pos - start, skip)
+            deg = deg - found.long()
         off = (torch.rand(len(centres), k, generator=g) * deg.clamp_min(1).unsqueeze(1)).long()
+        off = (
+            off + ((skip.unsqueeze(1) >= 0) & (off >= skip.unsqueeze(1))).long()
+        )  # step over the excluded slot
         nodes = self.indices[(start.unsqueeze(1) + off).clamp(max=len(self.indices) - 1)]
-        return nodes, ok.unsqueeze(1) & (deg > 0).unsqueeze(1)
+        return nodes, (ok & (deg > 0)).unsqueeze(1).expand(-1, k)
 
     def _side(
         self, centre: torch.Tensor, other: torch.Tensor, g: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         b = len(centre)
-        one, v1 = self._draw(centre, torch.ones(b, dtype=torch.bool), self.n1, g)
-        v1 = v1 & (one != other.unsqueeze(1))
+        one, v1 = self._draw(centre, torch.ones(b, dtype=torch.bool), self.n1, g, exclude=other)
         pick = torch.randint(0, self.n1, (b, self.n2), generator=g)
         mid, mid_ok = one.gather(1, pick), v1.gather(1, pick)
         two, v2 = self._draw(mid.reshape(-1), mid_ok.reshape(-1), 1, g)

@@ -48,6 +48,8 @@ def run_cross(args: argparse.Namespace, build: CrossBuilder) -> dict[str, Any]:
     out.update(evaluate_cross(model, pair))
     out.update(
         negatives_a=pair.a.test.negatives_from, negatives_b=pair.b.test.negatives_from,
+        negatives_positives_replaced_a=pair.a.test.positives_replaced,
+        negatives_positives_replaced_b=pair.b.test.positives_replaced,
         train_seconds=round(res.train_seconds, 1), wall_seconds=round(time.perf_counter() - t0, 1),
     )  # fmt: skip
     if isinstance(model, HCTS):

@@ -48,6 +48,7 @@ class SampledTest:
     users: np.ndarray  # (R,) int64
     items: np.ndarray  # (R, 1 + N_NEG) int64
     negatives_from: str  # "shipped" or "sampled(seed=S)"
+    positives_replaced: int = 0  # shipped negatives equal to the row's positive, replaced by fresh draws
 
 
 @dataclass(frozen=True)
@@ -182,10 +183,38 @@ def load_loo_domain(folder: Path, n_users: int | None = None, seed: int = 0) -> 
     )
     n_users = n_users or int(max(train[:, 0].max(), users.max())) + 1
     train_csr = to_csr(train, n_users, n_items)
+    replaced = 0
     if items.shape[1] == 1:
         negs = sample_negatives(users, items[:, 0], train_csr, n_items, N_NEG, seed)
         items = np.concatenate([items, negs], axis=1)
-    return LooDomain(folder.name, n_users, n_items, train_csr, SampledTest(users, items, source))
+    else:
+        items, replaced = clean_negatives(users, items, train_csr, n_items, seed)
+    return LooDomain(folder.name, n_users, n_items, train_csr, SampledTest(users, items, source, replaced))
+
+
+def clean_negatives(
+    users: np.ndarray, items: np.ndarray, seen: sp.csr_matrix, n_items: int, seed: int
+) -> tuple[np.ndarray, int]:
+    """Rows ``[positive, negatives...]`` with every negative equal to the row's positive replaced by a fresh draw
+    (not the positive, not in the user's train row, not already in the row; seeded). A positive among its own
+    negatives ties with itself and costs the model a rank it never lost (the shipped Phone/Electronics lists
+    hold 22 / 7 such rows). Returns (cleaned rows, number replaced)."""
+    items = items.copy()
+    rng = np.random.default_rng(seed + 7919)
+    bad_rows = np.flatnonzero((items[:, 1:] == items[:, :1]).any(1))
+    replaced = 0
+    for r in bad_rows:
+        u, pos = int(users[r]), int(items[r, 0])
+        banned = set(seen.indices[seen.indptr[u] : seen.indptr[u + 1]].tolist()) | set(items[r].tolist())
+        for j in np.flatnonzero(items[r, 1:] == pos) + 1:
+            while True:
+                c = int(rng.integers(0, n_items))
+                if c not in banned:
+                    banned.add(c)
+                    items[r, j] = c
+                    replaced += 1
+                    break
+    return items, replaced
 
 
 def load_cross_domain(dataset: str, data_root: str | Path | None = None, seed: int = 0) -> CrossDomainPair:

@@ -63,6 +63,7 @@ def run_single_domain(args: argparse.Namespace, build: ModelBuilder) -> dict[str
         res = fit(model, dom.train, cfg, args.seed)
         test = sampled_ranking(score_fn(model), dom.test)
         out["negatives"] = dom.test.negatives_from
+        out["negatives_positives_replaced"] = dom.test.positives_replaced
         data = dom
     out.update({f"test_{k}": v for k, v in test.items()})
     out.update(

@@ -132,3 +132,36 @@ def test_amazon_hin_builder() -> None:
     # test clicks are not edges of the graph
     u, i = d.test.users[0], d.test.items[0]
     assert i not in set(h.indices[h.indptr[u] : h.indptr[u + 1]].tolist())
+
+
+def test_sampler_validity_does_not_depend_on_the_label(data) -> None:
+    """A training positive's own u–i edge is in the graph, a negative's is not: drawing from N(u) \\ {i} keeps the
+    count of valid slots label-blind (the earlier 'mark such draws invalid' leaked the label through it)."""
+    s = NeighbourSampler(data.hin, n1=4, n2=4)
+    users, items = torch.from_numpy(data.train.users), torch.from_numpy(data.train.items)
+    keys = set((s.keys).tolist())
+    has_edge = torch.tensor([u * s.n_nodes + i in keys for u, i in zip(users.tolist(), items.tolist())])
+    assert has_edge.any() and (~has_edge).any()
+    nb = s.sample(users, items, torch.Generator().manual_seed(0))
+    one_hop = (s.role == 2) | (s.role == 4)
+    invalid = (~nb.valid[:, one_hop]).float().sum(1)
+    # Users and items here all have degree > 1 after the exclusion, so no one-hop slot is ever invalid ...
+    deg_u = (s.indptr[users + 1] - s.indptr[users]) - has_edge.long()
+    deg_i = (s.indptr[items + 1] - s.indptr[items]) - has_edge.long()
+    assert ((deg_u > 0) & (deg_i > 0)).all()
+    assert invalid.sum() == 0
+    # ... and the excluded target is never drawn, yet its neighbours' other edges are (exclusion, not truncation).
+    neigh = nb.nodes[:, one_hop]
+    assert not ((neigh == items[:, None]) | (neigh == users[:, None])).any()
+    # The row's last CSR neighbour is reachable when the excluded one sits before it.
+    u0 = int(users[has_edge][0])
+    row = s.indices[s.indptr[u0] : s.indptr[u0 + 1]].tolist()
+    i0 = int(items[has_edge][0])
+    draws = s._draw(
+        torch.tensor([u0] * 2000),
+        torch.ones(2000, dtype=torch.bool),
+        1,
+        torch.Generator().manual_seed(1),
+        torch.tensor([i0] * 2000),
+    )[0]
+    assert set(draws.flatten().tolist()) == set(row) - {i0}

@@ -11,6 +11,7 @@ import torch
 from graph_rec.data import default_data_root
 from graph_rec.recsys.data import (
     SampledTest,
+    clean_negatives,
     k_core,
     load_cross_domain,
     load_split,
@@ -60,6 +61,16 @@ def test_negative_sampler_avoids_positives() -> None:
     assert len(set(negs[0].tolist())) == 5 and 3 not in negs[0]
 
 
+def test_clean_negatives_replaces_positives_and_keeps_the_shape() -> None:
+    seen = to_csr(np.array([[0, 5], [1, 6]]), 2, 20)
+    items = np.array([[3, 3, 4, 3, 7], [8, 9, 10, 11, 12]])  # row 0 lists its positive twice among negatives
+    out, replaced = clean_negatives(np.array([0, 1]), items, seen, 20, seed=0)
+    assert replaced == 2 and out.shape == items.shape
+    assert np.array_equal(out[1], items[1]) and out[0, 0] == 3 and out[0, 2] == 4 and out[0, 4] == 7
+    new = {int(out[0, 1]), int(out[0, 3])}
+    assert len(new) == 2 and not new & {3, 4, 7, 5}  # not the positive, the row, nor the user's train item
+
+
 def test_full_ranking_metrics_by_hand() -> None:
     # one user, 5 items, item 0 is a training item (masked), test items {1, 3}
     scores = torch.tensor([[9.0, 5.0, 4.0, 3.0, 1.0]])  # ranking after masking: 1, 2, 3, 4
@@ -97,6 +108,11 @@ def test_load_cross_domain_pairs() -> None:
     assert pair.a.name == "phone_electronic" and pair.b.name == "electronic_phone"
     assert pair.a.n_users == pair.b.n_users == 3325
     assert pair.a.test.negatives_from == "shipped" and pair.a.test.items.shape == (3325, 100)
+    # the shipped lists hold the positive among its own negatives in a few rows: replaced and counted
+    assert (pair.a.test.positives_replaced, pair.b.test.positives_replaced) == (22, 7)
+    for t in (pair.a.test, pair.b.test):
+        assert not (t.items[:, 1:] == t.items[:, :1]).any()
+        assert all(len(set(row.tolist())) == 100 for row in t.items)
     sc = load_cross_domain("amazon_cdr/sport_cloth")
     assert sc.a.test.negatives_from.startswith("sampled") and sc.a.test.items.shape == (8326, 100)
     # sampled negatives avoid the user's training items and the positive
