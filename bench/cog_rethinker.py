@@ -33,13 +33,12 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import mean_std, provenance  # noqa: E402
+from bench._common import mean_std, provenance, pyplot, train_once  # noqa: E402
 
 RECIPE = ROOT / "recipes/cog_rethinker_tiny_cpu.yaml"
 
@@ -79,25 +78,11 @@ def common(args: argparse.Namespace, seed: int, out: Path) -> list[str]:
 
 def run_one(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict:
     from launch.config import load_recipe, to_yaml
-    from launch.train import train
 
     out = root / f"{arm}_s{seed}"
-    metrics, wall_file = out / "metrics.jsonl", out / "wall_s.txt"
     cfg = load_recipe(RECIPE, common(args, seed, out) + ARMS[arm])
-    if not (args.reuse and wall_file.is_file()):
-        if metrics.exists():
-            metrics.unlink()  # the logger appends
-        t0 = time.perf_counter()
-        train(cfg)
-        wall_file.write_text(f"{time.perf_counter() - t0:.1f}\n")
-    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
-    return {
-        "arm": arm,
-        "seed": seed,
-        "rows": rows,
-        "wall": float(wall_file.read_text()),
-        "config": to_yaml(cfg),
-    }
+    rows, wall = train_once(cfg, out, args.reuse)
+    return {"arm": arm, "seed": seed, "rows": rows, "wall": wall, "config": to_yaml(cfg)}
 
 
 def summarise(run: dict, block: int) -> dict:
@@ -158,13 +143,8 @@ def table(summaries: list[dict], block: int) -> str:
 
 
 def plot(runs: list[dict], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed (pip install -e .[bench]): no plot", flush=True)
+    plt = pyplot()
+    if plt is None:
         return False
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, 4))
     colors = {"dapo": "tab:blue", "cog": "tab:orange"}

@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import mean_std, provenance  # noqa: E402
+from bench._common import mean_std, provenance, pyplot, train_once  # noqa: E402
 
 DATA = ROOT / "recipes/data/arith_solutions_train.jsonl"
 
@@ -157,18 +157,11 @@ def run_dir(root: Path, arm: str, seed: int) -> Path:
 
 def run_one(arm: str, seed: int, args: argparse.Namespace, root: Path) -> None:
     from launch.config import load_recipe
-    from launch.train import train
 
     out = run_dir(root, arm, seed)
-    metrics, wall_file = out / "metrics.jsonl", out / "wall_s.txt"
-    if args.reuse and wall_file.is_file():
+    if args.reuse and (out / "wall_s.txt").is_file():
         return
-    if metrics.exists():
-        metrics.unlink()  # the logger appends
-    cfg = load_recipe(None, common(args, seed, out) + ARMS[arm])
-    t0 = time.perf_counter()
-    train(cfg)
-    wall_file.write_text(f"{time.perf_counter() - t0:.1f}\n")
+    train_once(load_recipe(None, common(args, seed, out) + ARMS[arm]), out, reuse=False)
 
 
 def load_run(arm: str, seed: int, root: Path) -> dict:
@@ -253,13 +246,8 @@ def table(summaries: list[dict]) -> str:
 
 
 def plot(summaries: list[dict], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed (pip install -e .[bench]): no plot", flush=True)
+    plt = pyplot()
+    if plt is None:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     groups = {
