@@ -22,6 +22,8 @@ from pathlib import Path
 
 THIRD_PARTY = (
     "ray",
+    # ray.init resets the "ray" logger's handlers, then warns from this child (token auth): routed directly
+    "ray._private.authentication",
     "vllm",
     "deepspeed",
     "transformers",
@@ -56,27 +58,41 @@ def redirect_output(path: str | None) -> None:
 
 def quiet_driver(path: str | None) -> logging.Handler | None:
     """Route third-party Python logging and warnings of the driver to ``path``; returns the handler (None: no-op)."""
+    global _ACTIVE
     if not path:
         return None
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.captureWarnings(True)
     warnings.simplefilter("default")
+    _ACTIVE = handler
+    reattach()
+    return handler
+
+
+_ACTIVE: logging.Handler | None = None
+
+
+def reattach() -> None:
+    """(Re)route the third-party loggers to the active quiet handler, dropping their own console handlers (Ray's
+    PlainRayHandler, vLLM's stream handler). ``ray.init`` resets Ray's logger, so init_ray calls this after it.
+    No-op when the driver is not quiet."""
+    if _ACTIVE is None:
+        return
     for name in THIRD_PARTY:
         lg = logging.getLogger(name)
-        for h in list(
-            lg.handlers
-        ):  # their own console handlers (Ray's PlainRayHandler, vLLM's stream handler)
+        for h in list(lg.handlers):
             lg.removeHandler(h)
-        lg.addHandler(handler)
+        lg.addHandler(_ACTIVE)
         lg.propagate = False
-    return handler
 
 
 def restore_driver(handler: logging.Handler | None) -> None:
     """Undo ``quiet_driver`` (tests and benches run several jobs in one process)."""
+    global _ACTIVE
     if handler is None:
         return
+    _ACTIVE = None
     for name in THIRD_PARTY:
         lg = logging.getLogger(name)
         lg.removeHandler(handler)

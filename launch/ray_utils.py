@@ -40,6 +40,7 @@ def init_ray(
             log_to_driver=True,
             configure_logging=not quiet,
         )
+        _reattach_quiet_logging()
         return "cluster"
     # Rollout and training phases alternate in the synchronous loop, so logical CPUs may exceed
     # physical cores: each actor still pins its own thread count.
@@ -52,7 +53,14 @@ def init_ray(
         log_to_driver=True,
         configure_logging=not quiet,
     )
+    _reattach_quiet_logging()
     return "local"
+
+
+def _reattach_quiet_logging() -> None:
+    from launch.quiet import reattach
+
+    reattach()  # ray.init resets the "ray" logger: route it back to the run's logs/driver.log
 
 
 class RemoteCallTimeout(TimeoutError):

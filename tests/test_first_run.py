@@ -44,5 +44,6 @@ def test_default_run_prints_a_few_lines_and_writes_logs_and_plots(tiny_model, tm
     assert "vllm" in rollout_log.lower() or "WARNING" in rollout_log  # vLLM's start-up went to the file
     assert (logs / "learner_0.log").is_file() and (logs / "driver.log").is_file()
     plots = sorted(p.name for p in (out / "plots").glob("*.png"))
-    assert plots == ["reward_accuracy.png", "response_length.png", "step_time.png"]
+    assert plots == ["response_length.png", "reward_accuracy.png", "step_time.png"]
+    print(f"console ({len(lines)} lines):", *lines, sep="\n")
     assert "plots:" in proc.stdout and str(out / "plots") in proc.stdout
