@@ -106,3 +106,46 @@ def test_silent_noop_sync_fails_loudly(tiny_model, tok, ray_cluster):
     finally:
         gen.shutdown()
         learners.shutdown()
+
+
+@pytest.mark.slow
+def test_worker_killed_during_generate_is_restarted_and_its_requests_reissued(
+    tiny_model, tok, tmp_path, ray_cluster
+):
+    """SIGKILL the vLLM worker's process while a long generate call is in flight: the call still returns every
+    requested completion, from a restarted worker serving the same (initial) weights."""
+    import os
+    import re
+    import signal
+    import threading
+    import time
+
+    from launch.components import ENGINES
+
+    spec = EngineSpec(tiny_model, "float32", 512, 0.125, True, 0, 1)
+    log = tmp_path / "rollout_0.log"
+    gen = Generator(
+        ENGINES["vllm"],
+        spec,
+        1,
+        SamplingParams(max_new_tokens=400),
+        PROBE,
+        sync_tol=0.01,
+        log_files=[str(log)],
+    )
+    try:
+        pid = int(re.findall(r"rollout worker pid (\d+)", log.read_text())[-1])
+        reqs = [GenerationRequest(_prompt(tok), 16) for _ in range(4)]
+        t0 = time.perf_counter()
+        gen.generate(reqs)  # how long one such call takes here
+        took = time.perf_counter() - t0
+        killer = threading.Timer(min(0.3, took / 4), os.kill, (pid, signal.SIGKILL))
+        killer.start()
+        out = gen.generate(reqs)  # killed a quarter of the way through
+        killer.join()
+        assert gen.pop_restarts() == 1
+        assert [len(c) for c in out] == [16] * 4 and all(len(x.token_ids) > 0 for c in out for x in c)
+        new_pid = int(re.findall(r"rollout worker pid (\d+)", log.read_text())[-1])
+        assert new_pid != pid
+    finally:
+        gen.shutdown()
