@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -80,7 +81,8 @@ class CheckpointManager:
             "step": step,
             "rng": {
                 "python": random.getstate(),
-                "numpy": np.random.get_state(),
+                # plain Python values and tensors only, so that state.pt loads with weights_only=True (no pickle)
+                "numpy": _numpy_state_to_plain(np.random.get_state()),
                 "torch": torch.get_rng_state(),
             },
             **loop_state,
@@ -155,8 +157,43 @@ class CheckpointManager:
                 shutil.rmtree(old, ignore_errors=True)
 
     def load_state(self, path: Path) -> dict[str, Any]:
-        state = torch.load(path / "state.pt", weights_only=False)
-        random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
+        """The loop state of a checkpoint, read with ``weights_only=True``: tensors and plain Python values only,
+        nothing is unpickled (a checkpoint folder may come from elsewhere)."""
+        try:
+            state = torch.load(path / "state.pt", weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise ValueError(
+                f"{path / 'state.pt'}: holds objects other than tensors and plain values, so it is not loaded "
+                f"(checkpoints from before 2026-12-02 stored numpy arrays; start afresh) ({str(e).splitlines()[0]})"
+            ) from None
+        random.setstate(_as_tuples(state["rng"]["python"]))
+        np.random.set_state(_numpy_state_from_plain(state["rng"]["numpy"]))
         torch.set_rng_state(state["rng"]["torch"])
         return state
+
+
+def _numpy_state_to_plain(st: tuple) -> tuple:
+    name, keys, pos, has_gauss, cached = st
+    return (
+        str(name),
+        torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        int(pos),
+        int(has_gauss),
+        float(cached),
+    )
+
+
+def _numpy_state_from_plain(st: tuple | list) -> tuple:
+    name, keys, pos, has_gauss, cached = st
+    return (
+        name,
+        np.asarray(keys.numpy() if isinstance(keys, torch.Tensor) else keys, dtype=np.uint32),
+        pos,
+        has_gauss,
+        cached,
+    )
+
+
+def _as_tuples(x: Any) -> Any:
+    """random.setstate wants tuples; a weights_only load may hand lists back."""
+    return tuple(_as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
