@@ -108,6 +108,9 @@ class RewardsConfig:
     # Address-space cap of the process-isolated reward worker: a plugin that tries to take more gets a
     # MemoryError (its samples get no signal) instead of the kernel's OOM killer picking a learner.
     memory_limit_gb: float | None = 8.0
+    # The reward worker may write files only beneath a private scratch folder (its cwd, $TMPDIR and
+    # $FORGE_REWARD_SCRATCH): plugins cannot touch the run's checkpoints, metrics or logs (Linux Landlock).
+    sandbox: bool = True
     # Plugins logged as `monitor/<key>` every step (and at eval) without touching the reward. The default
     # guard is the share of answers that copy an expression from the prompt (rewards/guards.py).
     monitors: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="copied_expression")])

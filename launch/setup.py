@@ -213,6 +213,7 @@ def build_run(cfg: RecipeConfig) -> Run:
         rw.monitors,
         logs("reward_worker"),
         rw.memory_limit_gb,
+        rw.sandbox,
     )
     # Held-out answers are judged by eval.answer_check alone (a format bonus or a lenient training reward
     # must not inflate the held-out curve); the monitors run there too.
@@ -224,6 +225,7 @@ def build_run(cfg: RecipeConfig) -> Run:
         rw.monitors,
         logs("reward_worker_eval"),
         rw.memory_limit_gb,
+        rw.sandbox,
     )
     renderer = PromptRenderer(
         tokenizer, cfg.prompt.system_prompt, cfg.prompt.template, cfg.prompt.use_chat_template

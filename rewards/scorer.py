@@ -85,7 +85,9 @@ def _worker_env() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _init_worker(log_file: str | None = None, memory_limit_gb: float | None = None) -> None:
+def _init_worker(
+    log_file: str | None = None, memory_limit_gb: float | None = None, sandbox: bool = False
+) -> None:
     os.environ.update(_WORKER_ENV)  # again in the child, in case the parent's env changed meanwhile
     from launch.quiet import redirect_output
 
@@ -95,6 +97,19 @@ def _init_worker(log_file: str | None = None, memory_limit_gb: float | None = No
 
         cap = int(memory_limit_gb * (1 << 30))
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))  # past it, allocations raise MemoryError
+    if sandbox:
+        import tempfile
+
+        from rewards.sandbox import restrict_writes
+
+        scratch = tempfile.mkdtemp(prefix="forge_reward_")
+        os.environ["FORGE_REWARD_SCRATCH"] = os.environ["TMPDIR"] = scratch
+        tempfile.tempdir = scratch
+        os.chdir(scratch)  # relative paths in plugins land in the scratch folder
+        if not restrict_writes([scratch]):
+            print(
+                "reward worker: no Landlock in this kernel: plugins run without the write sandbox", flush=True
+            )
 
 
 def _warmup(specs: list[str]) -> None:
@@ -158,6 +173,7 @@ class RewardScorer:
         monitors: list[RewardSpec] | tuple[RewardSpec, ...] = (),
         log_file: str | None = None,
         memory_limit_gb: float | None = None,
+        sandbox: bool = False,
     ) -> None:
         if isolation not in ("process", "inline"):
             raise ValueError(f"rewards.isolation: {isolation!r} is not process or inline")
@@ -172,6 +188,7 @@ class RewardScorer:
         self._pool: ProcessPoolExecutor | None = None
         self.log_file = log_file  # the worker process's stdout/stderr (None: inherited)
         self.memory_limit_gb = memory_limit_gb  # the worker's address-space cap (None: none)
+        self.sandbox = sandbox  # writes only beneath a private scratch folder (rewards/sandbox.py)
 
     def _plugins(self, specs: list[RewardSpec] | tuple[RewardSpec, ...]) -> list[_Plugin]:
         out: list[_Plugin] = []
@@ -205,7 +222,7 @@ class RewardScorer:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(self.log_file, self.memory_limit_gb),
+                initargs=(self.log_file, self.memory_limit_gb, self.sandbox),
             )
             try:
                 with _worker_env():  # the worker process is spawned by this first submit

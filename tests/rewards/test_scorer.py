@@ -177,3 +177,49 @@ def test_process_isolation_memory_hog_is_contained(plugins: str) -> None:
 def test_unknown_plugin_fails_at_construction() -> None:
     with pytest.raises(ValueError, match="not a registered reward"):
         RewardScorer([RewardSpec("nope")], isolation="inline")
+
+
+SANDBOX_PLUGINS = """
+import os
+
+def writes_to(prompts, completions, target, **columns):
+    with open(target[0], "w") as f:
+        f.write("overwritten by a reward plugin")
+    return [1.0] * len(completions)
+
+def writes_scratch(prompts, completions, **columns):
+    path = os.path.join(os.environ["FORGE_REWARD_SCRATCH"], "note.txt")
+    with open(path, "w") as f:
+        f.write("ok")
+    with open("relative.txt", "w") as f:  # the worker's cwd is the scratch folder
+        f.write("ok")
+    return [1.0] * len(completions)
+"""
+
+
+def test_sandboxed_reward_worker_cannot_write_into_the_run(tmp_path: Path) -> None:
+    from rewards.sandbox import landlock_abi
+
+    if landlock_abi() < 1:
+        pytest.skip("the kernel has no Landlock")
+    plugins = tmp_path / "sb.py"
+    plugins.write_text(SANDBOX_PLUGINS)
+    ckpt = tmp_path / "run" / "checkpoints" / "step_000001"
+    ckpt.mkdir(parents=True)
+    (ckpt / "state.pt").write_text("the real checkpoint")
+    p = Prompt("p0", "What is 2 + 3?", "5", columns={"target": str(ckpt / "state.pt")})
+    samples = [Sample(p, [1], [2], [0.0], "stop", "5", "p0")]
+    specs = [
+        RewardSpec("format"),
+        RewardSpec(f"{plugins}:writes_to"),
+        RewardSpec(f"{plugins}:writes_scratch"),
+    ]
+    with RewardScorer(specs, timeout_s=60, sandbox=True) as scorer:
+        m = scorer.score(samples)
+    assert (ckpt / "state.pt").read_text() == "the real checkpoint"  # the write was refused
+    assert m["reward_failures"] == 1 and samples[0].reward is None  # writes_to failed (PermissionError)
+    assert samples[0].reward_details["writes_scratch"] == 1.0  # its scratch folder stays writable
+    # Without the sandbox the same plugin overwrites the file: the test can fail.
+    with RewardScorer(specs[1:2], timeout_s=60, sandbox=False) as scorer:
+        scorer.score([Sample(p, [1], [2], [0.0], "stop", "5", "p0")])
+    assert (ckpt / "state.pt").read_text() == "overwritten by a reward plugin"
