@@ -139,7 +139,10 @@ def test_a_killed_learner_stops_the_run_naming_the_rank(tiny_model, ray_cluster,
 
 def test_whole_job_sigkilled_mid_run_resumes_to_the_same_weights(tiny_model, tmp_path):
     """The driver and its embedded Ray are SIGKILLed during step 2; resume=true reaches the same weights and
-    optimizer state after step 3 as a run that was never interrupted."""
+    the same rewards as a run that was never interrupted.
+
+    To kill inside step 2 deterministically, a zero-weight reward plugin (inline, in the driver) blocks in step 2's
+    scoring the first time it runs there and marks that it did; the runs that must not block find the mark."""
     import os
     import signal
     import subprocess
@@ -149,6 +152,10 @@ def test_whole_job_sigkilled_mid_run_resumes_to_the_same_weights(tiny_model, tmp
     from safetensors.torch import load_file
 
     from tests.conftest import tiny_overrides
+
+    plugin = tmp_path / "block.py"
+    plugin.write_text(BLOCKER)
+    mark = tmp_path / "blocked"
 
     def cmd(out: Path, *extra: str) -> list[str]:
         over = tiny_overrides(
@@ -161,30 +168,56 @@ def test_whole_job_sigkilled_mid_run_resumes_to_the_same_weights(tiny_model, tmp
                 "checkpoint.every": 1,
             },
         )
-        return [sys.executable, "-m", "launch.train", "recipes/grpo_default.yaml", *over, *extra]
+        fn = (
+            f"[{{name: math}}, {{name: '{plugin}:block_in_step_2', weight: 0.0, kwargs: {{mark: '{mark}'}}}}]"
+        )
+        return [
+            sys.executable,
+            "-m",
+            "launch.train",
+            "recipes/grpo_default.yaml",
+            *over,
+            f"rewards.functions={fn}",
+            *extra,
+        ]
 
     full, part = tmp_path / "full", tmp_path / "part"
+    mark.write_text("uninterrupted run: do not block")
     subprocess.run(cmd(full), cwd=ROOT, check=True, capture_output=True, timeout=900)
+    mark.unlink()
     proc = subprocess.Popen(
         cmd(part), cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         deadline = time.time() + 600
-        while time.time() < deadline:  # step 1's row is logged after step 2's checkpoint is written
-            if (part / "metrics.jsonl").is_file() and any(r.get("step") == 1 for r in rows(part)):
-                break
-            assert proc.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.2)
+        while not mark.exists():  # the driver is now blocked inside step 2
+            assert time.time() < deadline and proc.poll() is None, "the run never reached step 2's scoring"
+            time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and every Ray process it started
         proc.wait(60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert not (part / "checkpoints/step_000003").exists()
+    assert (part / "checkpoints/step_000002").exists() and not (part / "checkpoints/step_000003").exists()
     subprocess.run(cmd(part, "resume=true"), cwd=ROOT, check=True, capture_output=True, timeout=900)
     wa = load_file(str(full / "checkpoints/step_000003/model/model.safetensors"))
     wb = load_file(str(part / "checkpoints/step_000003/model/model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     ra = [r["reward_mean"] for r in rows(full) if "reward_mean" in r]
     rb = [r["reward_mean"] for r in rows(part) if "reward_mean" in r]
-    assert ra == rb  # the same samples were drawn in every step, the resumed one included
+    assert ra == rb and len(ra) == 3  # the same samples were drawn in every step, the resumed one included
+
+
+BLOCKER = """
+import time
+from pathlib import Path
+
+CALLS = {"n": 0}
+
+def block_in_step_2(completions, mark, **kwargs):
+    CALLS["n"] += 1
+    if CALLS["n"] == 3 and not Path(mark).exists():  # step 2's scoring, in a run that may be killed
+        Path(mark).write_text("blocked")
+        time.sleep(3600)
+    return [0.0] * len(completions)
+"""
