@@ -30,16 +30,14 @@ def kill_rollout(completions, run_dir, kill_on_call=2, **kwargs):
 """
 
 
-def run(tiny_model, out: Path, plugin: Path | None, **extra):
+def run(tiny_model, out: Path, plugin: Path | None, fn: str = "kill_rollout", **extra):
     from launch.config import load_recipe
     from launch.train import train
     from tests.conftest import tiny_overrides
 
     functions = "[{name: math}]"
     if plugin is not None:
-        functions = (
-            f"[{{name: math}}, {{name: '{plugin}:kill_rollout', weight: 0.0, kwargs: {{run_dir: '{out}'}}}}]"
-        )
+        functions = f"[{{name: math}}, {{name: '{plugin}:{fn}', weight: 0.0, kwargs: {{run_dir: '{out}'}}}}]"
     overrides = tiny_overrides(
         tiny_model,
         out,
@@ -112,25 +110,15 @@ def kill_learner(completions, run_dir, **kwargs):
 def test_a_killed_learner_stops_the_run_naming_the_rank(tiny_model, ray_cluster, tmp_path, monkeypatch):
     import time
 
-    from launch.config import load_recipe
-    from launch.train import train
-    from tests.conftest import tiny_overrides
     from trainer.group import LearnerLost
 
     monkeypatch.chdir(ROOT)
     plugin = tmp_path / "killer.py"
     plugin.write_text(LEARNER_KILLER)
     out = tmp_path / "run"
-    fn = f"[{{name: math}}, {{name: '{plugin}:kill_learner', weight: 0.0, kwargs: {{run_dir: '{out}'}}}}]"
-    overrides = tiny_overrides(
-        tiny_model, out, **{"total_steps": 3, "curriculum.prompts_per_step": 2, "curriculum.n_samples": 2}
-    )
-    cfg = load_recipe(
-        ROOT / "recipes/grpo_default.yaml", [*overrides, f"rewards.functions={fn}", "ray.call_timeout_s=120"]
-    )
     t0 = time.perf_counter()
     with pytest.raises(LearnerLost, match=r"train: learner rank 0 died .*resume=true"):
-        train(cfg)
+        run(tiny_model, out, plugin, "kill_learner", **{"ray.call_timeout_s": 120})
     assert time.perf_counter() - t0 < 300  # stopped, not hung
     assert [r["step"] for r in rows(out) if "num_samples" in r] == [
         0

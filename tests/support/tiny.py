@@ -55,3 +55,22 @@ def build_tiny_llama(out: Path, seed: int = 0, hidden: int = 128, layers: int = 
     model.save_pretrained(str(out), safe_serialization=True)
     (out / "generation_config.json").write_text(json.dumps({"eos_token_id": tok.eos_token_id}))
     return out
+
+
+def tiny_llama_module(vocab_size: int, layers: int = 2, tied: bool = False, hidden: int = 32, seed: int = 0):
+    """An in-memory Llama (eval mode, pad id 0) for tests that need a real model but no folder on disk."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        tie_word_embeddings=tied,
+        pad_token_id=0,
+    )
+    return LlamaForCausalLM(cfg).eval()

@@ -11,20 +11,9 @@ from trainer.grad_norms import embedding_grad_norms, sample_grad_norms
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.support.tiny import tiny_llama_module
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=40,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-        pad_token_id=0,
-    )
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama_module(vocab_size=40, layers=2)
 
 
 def batch():

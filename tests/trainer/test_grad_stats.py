@@ -15,20 +15,9 @@ from trainer.grad_stats import prompt_grad_moments, sample_gradient, select_para
 
 
 def make_model(tied: bool):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.support.tiny import tiny_llama_module
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=130,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        tie_word_embeddings=tied,
-        pad_token_id=0,
-    )
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama_module(vocab_size=130, layers=3, tied=tied)
 
 
 @pytest.fixture(scope="module")
