@@ -19,6 +19,7 @@ STRATEGY_MODULES = [
     "rollout.strategies.offline",
     "rollout.strategies.online_preference",
     "rollout.strategies.cog_rethinker",
+    "rollout.strategies.sepo",
 ]
 CURRICULUM_MODULES = ["curricula.uniform", "curricula.cures"]
 

@@ -88,14 +88,19 @@ class MetricsLogger:
             ("entropy", "ent", ".3f"),
             ("grad_norm", "gnorm", ".3f"),
             ("eval/accuracy", "eval_acc", ".3f"),
+            ("eval/pref/accuracy", "eval_pref_acc", ".3f"),  # preference modes: held-out pairs
+            ("eval/pref/margin", "eval_margin", ".3f"),
+            ("eval/loss/nll", "eval_nll", ".3f"),  # sft
             ("time/generate", "gen", ".1f"),
             ("time/reward", "rwd", ".2f"),
             ("time/learner", "learn", ".1f"),
             ("time/weight_sync", "sync", ".2f"),
             ("time/step", "total", ".1f"),
         ]:
-            if key in m:
-                parts.append(f"{label} {m[key]:{fmt}}")
+            if key in m and not (key in ("time/generate", "time/reward") and "reward_mean" not in m):
+                parts.append(f"{label} {m[key]:{fmt}}")  # offline modes generate nothing: no gen/rwd
+            if key == "response_len_mean":  # the loss terms of the step (offline modes have no reward)
+                parts += [f"{k} {v:.4f}" for k, v in sorted(m.items()) if k.startswith("loss/")]
         return " | ".join(parts)
 
     def close(self) -> None:

@@ -70,8 +70,11 @@ def plot_run(output_dir: str | Path) -> list[Path]:
             label="accuracy (held-out, greedy)",
         )
     ax.set(xlabel="step", title="Reward and accuracy")
-    ax.legend(fontsize=8)
-    save(fig, "reward_accuracy.png")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+        save(fig, "reward_accuracy.png")
+    else:  # offline modes (sft, preference) have no reward or generated accuracy to draw
+        plt.close(fig)
 
     length_key = next(
         (k for k in ("response_len_mean", "response_length_mean", "len_mean") if k in train[0]), None

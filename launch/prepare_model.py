@@ -107,10 +107,28 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
+def model_folder(path: str) -> str:
+    """The HF folder ``path`` names: a model folder as-is; a checkpoint (``step_N/``, holding ``model/``) or a
+    run folder (``<output_dir>``, holding ``checkpoints/latest``) → that checkpoint's ``model/``. So one recipe
+    can start from the run of another (SFT → DPO, SePO's reference → oracle) without naming a step."""
+    p = Path(os.path.expanduser(path))
+    if (p / "config.json").is_file() or not p.is_dir():
+        return str(p)
+    for ptr in (p / "checkpoints" / "latest", p / "latest"):
+        if ptr.is_file():
+            step = ptr.parent / ptr.read_text().strip()
+            if (step / "model" / "config.json").is_file():
+                return str(step / "model")
+    if (p / "model" / "config.json").is_file():
+        return str(p / "model")
+    return str(p)
+
+
 def resolve_model_path(path: str, cache_dir: str = DEFAULT_CACHE_DIR) -> str:
-    """A model folder for ``path``: a plain folder as-is, or ``builtin:NAME`` converted once into cache_dir."""
+    """A model folder for ``path``: a folder (or run/checkpoint folder, see :func:`model_folder`), or
+    ``builtin:NAME`` converted once into cache_dir."""
     if not path.startswith("builtin:"):
-        return os.path.expanduser(path)
+        return model_folder(path)
     if path not in BUILTIN_MODELS:
         raise ValueError(f"unknown builtin model {path!r}; known: {sorted(BUILTIN_MODELS)}")
     spec = BUILTIN_MODELS[path]

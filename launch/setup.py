@@ -85,7 +85,7 @@ def build_run(cfg: RecipeConfig) -> Run:
     from curricula.base import CurriculumContext
     from curricula.data import load_prompts
     from launch.components import ENGINES, load_registries
-    from launch.prepare_model import resolve_model_path
+    from launch.prepare_model import model_folder, resolve_model_path
     from launch.quiet import log_file
     from launch.ray_utils import init_ray
     from rewards.scorer import RewardScorer
@@ -171,9 +171,7 @@ def build_run(cfg: RecipeConfig) -> Run:
             r.max_restarts,
         )
     # Frozen models by role: exactly those the run's losses need ("policy" = the initial weights).
-    roles = {
-        k: (model_path if v == "policy" else os.path.expanduser(v)) for k, v in needed_roles(cfg).items()
-    }
+    roles = {k: (model_path if v == "policy" else model_folder(v)) for k, v in needed_roles(cfg).items()}
     a = cfg.algorithm
     learner_spec = LearnerSpec(
         model_path=model_path,

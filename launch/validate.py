@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from launch.config import ConfigError, LoraConfig, RecipeConfig, component_options
+from launch.prepare_model import model_folder
 
 
 def _check(cond: bool, origin: str, key: str, msg: str) -> None:
@@ -30,7 +31,7 @@ def _validate_roles(cfg: RecipeConfig, origin: str, losses: list[str]) -> None:
             f"the {loss!r} loss needs a frozen {role!r} model: set aux_models.{role}.path to an HF folder",
         )
     for role, aux in cfg.aux_models.items():
-        p = Path(os.path.expanduser(aux.path))
+        p = Path(model_folder(aux.path))
         _check(
             aux.path == "policy" or (p.is_dir() and (p / "config.json").is_file()),
             origin,
@@ -127,12 +128,13 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
         f"{cfg.model.dtype!r} is not bfloat16 or float32",
     )
     if not cfg.model.path.startswith("builtin:"):
-        p = Path(os.path.expanduser(cfg.model.path))
+        p = Path(model_folder(cfg.model.path))
         _check(
             p.is_dir() and (p / "config.json").is_file(),
             origin,
             "model.path",
-            f"{cfg.model.path!r} is not a model folder with config.json (or use builtin:smollm2-135m-instruct)",
+            f"{cfg.model.path!r} is not a model folder with config.json, a checkpoint or a run folder with "
+            "checkpoints/latest (or use builtin:smollm2-135m-instruct)",
         )
         _check(
             any(p.glob("*.safetensors")),
