@@ -53,21 +53,29 @@ ARMS = {
 }
 
 
-def common(args: argparse.Namespace, seed: int, out: Path) -> list[str]:
+def common(args: argparse.Namespace, seed: int, out: Path, **kw: object) -> list[str]:
+    """Overrides every run shares; ``kw`` (steps, rows, lr, max_len) replaces the arms' values (the chain's)."""
+    steps, lr = kw.get("steps", args.steps), kw.get("lr", args.lr)
+    rows, max_len = kw.get("rows", args.steps * 8), kw.get("max_len", args.max_len)
     return [
         f"seed={seed}",
         f"output_dir={out}",
-        f"total_steps={args.steps}",
-        "data.max_rows=128",
+        f"total_steps={steps}",
+        f"data.max_rows={rows}",  # steps × 8 pairs: one epoch, every arm sees the same pairs
         "curriculum.prompts_per_step=8",
-        "trainer.lr=1e-5",
+        f"trainer.lr={lr}",
         "trainer.micro_batch_size=4",
-        "rollout.max_model_len=384",
+        f"rollout.max_model_len={max_len}",  # longer prompts are skipped and counted, answers truncated
         "eval.num_prompts=0",
         "checkpoint.save_optimizer=false",
         "logging.progress=false",
         "logging.plots=false",
     ]
+
+
+# The oracle chain's own settings (fixed, recorded in results.json): the reference SFT on the first 128 chosen
+# answers at <= 384 tokens; the oracle's DPO on the pairs the policies train on, at the arms' length limit.
+REF = {"steps": 16, "rows": 128, "lr": 1e-5, "max_len": 384}
 
 
 def sepo_paths(out: Path) -> list[str]:
@@ -151,9 +159,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/bench_sepo")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--steps", type=int, default=16)
-    ap.add_argument("--oracle-steps", type=int, default=16)
-    ap.add_argument("--eval-pairs", type=int, default=96)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--lr", type=float, default=2e-5)
+    ap.add_argument(
+        "--max-len", type=int, default=256, help="rollout.max_model_len of the arms and the oracle"
+    )
+    ap.add_argument("--oracle-steps", type=int, default=12)
+    ap.add_argument("--oracle-lr", type=float, default=2e-5)
+    ap.add_argument("--eval-pairs", type=int, default=64)
     ap.add_argument("--jobs", type=int, default=1, help="training runs at a time (each ~5 GB)")
     ap.add_argument("--reuse", action="store_true")
     args = ap.parse_args()
@@ -165,18 +178,15 @@ def main() -> None:
     # 1. the oracle chain
     chain = out / "chain"
     walls = {}
-    base = [*common(args, 0, chain / "ref"), f"total_steps={args.oracle_steps}"]
+    base = common(args, 0, chain / "ref", **REF)
     walls["ref_sft"] = run(
         [py, "-m", "launch.train", "recipes/sepo_ref_sft_tiny_cpu.yaml", *base],
         chain / "ref.log",
         chain / "ref" / "wall_s.txt",
         args.reuse,
     )
-    base = [
-        *common(args, 0, chain / "oracle"),
-        f"total_steps={args.oracle_steps}",
-        f"model.path={chain / 'ref'}",
-    ]
+    oracle = {"steps": args.oracle_steps, "lr": args.oracle_lr}
+    base = [*common(args, 0, chain / "oracle", **oracle), f"model.path={chain / 'ref'}"]
     walls["oracle_dpo"] = run(
         [
             py,
@@ -287,6 +297,7 @@ def main() -> None:
         **prov,
         "args": vars(args),
         "chain_walls_s": walls,
+        "chain_settings": {"ref": REF, "oracle": {"steps": args.oracle_steps, "lr": args.oracle_lr}},
         "results": results,
         "runs": runs,
         "recipes": {arm: recipe for arm, (recipe, _) in ARMS.items()},

@@ -175,6 +175,14 @@ class AlgorithmConfig:
     ppo_epochs: int = 1  # passes over each train batch
     mini_batches: int = 1  # optimizer steps per pass
     logprobs_source: str = "recompute"  # behaviour log-probs: recompute in the learner, or take the engine's
+    # Rollout/training mismatch: the engine samples in its own numerics (kernels, bf16, top-p), so its
+    # distribution differs from the learner's. Each PG token is weighted by min(π_learner/π_engine, tis_cap)
+    # (truncated importance sampling; null: off), and with mismatch_seq_threshold τ a sample whose
+    # geometric-mean ratio over its tokens lies outside [1/τ, τ] is masked out (null: off). Both act when the
+    # learner recomputes the behaviour log-probs; with logprobs_source=engine the PPO ratio is already taken
+    # against the engine. The mismatch itself is logged every step (mismatch/*).
+    tis_cap: float | None = 2.0
+    mismatch_seq_threshold: float | None = None
     overlong_filter: bool = False  # DAPO: truncated samples (hit max_new_tokens) are masked out of the loss
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
 

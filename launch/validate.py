@@ -205,6 +205,27 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
         "use recompute or engine",
     )
     _check(
+        cfg.algorithm.logprobs_source != "engine" or (cfg.rollout.top_p >= 1.0 and cfg.rollout.top_k <= 0),
+        origin,
+        "algorithm.logprobs_source",
+        "engine log-probs under top_p < 1 or top_k > 0 are renormalised over the truncated vocabulary, which "
+        "the learner's log-probs are not: the PPO ratio would be biased (use recompute; the mismatch is then "
+        "corrected by algorithm.tis_cap)",
+    )
+    a = cfg.algorithm
+    _check(
+        a.tis_cap is None or a.tis_cap >= 1.0,
+        origin,
+        "algorithm.tis_cap",
+        f"{a.tis_cap} must be >= 1 (or null)",
+    )
+    _check(
+        a.mismatch_seq_threshold is None or a.mismatch_seq_threshold > 1.0,
+        origin,
+        "algorithm.mismatch_seq_threshold",
+        f"{a.mismatch_seq_threshold} must be > 1 (or null)",
+    )
+    _check(
         cfg.algorithm.ppo_epochs >= 1 and cfg.algorithm.mini_batches >= 1,
         origin,
         "algorithm.ppo_epochs",

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from trainer import lora
 from trainer.batch import TrainBatch
 from trainer.lora import LoraSpec
-from trainer.losses import LossInputs, Reducer, get_loss
+from trainer.losses import LossInputs, Reducer, get_loss, mismatch_stats
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,7 @@ class Learner:
             else:
                 self.ref = ref.to(self.device, dtype=torch.bfloat16 if bf16 else torch.float32)
         self.steps = 0
+        self._measure_mismatch = False  # set by train() for its first optimizer step (engine log-probs)
 
     # ------------------------------------------------------------------ training
     @torch.no_grad()
@@ -266,7 +267,12 @@ class Learner:
         batch = self._rank_share(batch)
         ref_lp = self._reference_logprobs(batch)
         single_pass = self.spec.ppo_epochs == 1 and self.spec.mini_batches == 1
-        if self.spec.logprobs_source == "engine" and batch.engine_logprobs is not None:
+        # The engine's log-probs: the PPO "old" policy (logprobs_source=engine), or, when the learner recomputes
+        # it, the input of the rollout/training mismatch correction (losses.py: tis_cap, sequence masking).
+        engine_src = self.spec.logprobs_source == "engine" and batch.engine_logprobs is not None
+        eng_lp = None if engine_src else batch.engine_logprobs
+        self._measure_mismatch = engine_src  # the PG loss cannot see it then (old == engine): measured here
+        if engine_src:
             old_lp = batch.engine_logprobs
         elif single_pass:
             old_lp = None  # on-policy single pass: old = current (detached); no extra forward needed
@@ -295,7 +301,9 @@ class Learner:
                 mini = batch.select(rows)
                 m_old = None if old_lp is None else old_lp[rows]
                 m_ref = None if ref_lp is None else ref_lp[rows]
-                self._optimizer_step(mini, m_old, m_ref, add)
+                m_eng = None if eng_lp is None else eng_lp[rows]
+                self._optimizer_step(mini, m_old, m_ref, add, m_eng)
+                self._measure_mismatch = False  # later steps see updated weights: no longer the behaviour
         out = {k: sums[k] / counts[k] for k in sums}
         out["learner_s"] = time.perf_counter() - t0
         return out
@@ -338,7 +346,7 @@ class Learner:
             for r, (t, n, g) in zip(reducers, totals)
         ]
 
-    def _optimizer_step(self, mini: TrainBatch, old_lp, ref_lp, add) -> None:
+    def _optimizer_step(self, mini: TrainBatch, old_lp, ref_lp, add, engine_lp=None) -> None:
         reducers = self._global_reducers(mini.terms)
         ok = True
         step_loss: dict[str, float] = {}  # Σ over micro-batches = this optimizer step's loss per term
@@ -354,6 +362,7 @@ class Learner:
                 logprobs=lp,
                 old_logprobs=(lp.detach() if old_lp is None else old_lp[idx].to(self.device)),
                 ref_logprobs=None if ref_lp is None else ref_lp[idx].to(self.device),
+                engine_logprobs=None if engine_lp is None else engine_lp[idx].to(self.device),
             )
             total = torch.zeros((), device=self.device)
             for term, red in zip(micro.terms, reducers):
@@ -367,6 +376,10 @@ class Learner:
                         add(k, float(v))
                     if ent is not None and term.loss == "policy_gradient":
                         add("entropy", float((ent * mask).sum() / mask.sum()))
+                    if self._measure_mismatch and term.loss == "policy_gradient":
+                        # first optimizer step: the weights are still the behaviour policy's
+                        for k, v in mismatch_stats(lp.detach(), inp.old_logprobs, mask).items():
+                            add(k, float(v))
             if not self._all_finite(total.detach()):
                 ok = False  # NaN/inf anywhere: every rank skips the rest of this update
                 break

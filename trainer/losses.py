@@ -56,6 +56,9 @@ class LossInputs:
     logprobs: torch.Tensor  # [B, T] current policy, with grad; column 0 is 0
     old_logprobs: torch.Tensor  # [B, T] behaviour policy (detached)
     ref_logprobs: torch.Tensor | None  # [B, T] frozen reference, when any term needs it
+    # [B, T] the rollout engine's log-probs of the sampled tokens, when the behaviour log-probs above are the
+    # learner's own (recompute): the rollout/training mismatch correction reads them. None otherwise.
+    engine_logprobs: torch.Tensor | None = None
 
 
 LossFn = Callable[[LossInputs, LossTerm, Reducer], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -105,6 +108,50 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def mismatch_stats(
+    learner_lp: torch.Tensor, engine_lp: torch.Tensor, mask: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """How far the engine's sampling distribution is from the learner's on the sampled tokens (detached):
+    mean |Δ log p|, KL(π_engine ‖ π_learner) by the k3 estimator on engine samples (r − 1 − log r with
+    r = π_learner/π_engine, ≥ 0), and the largest per-token ratio r."""
+    with torch.no_grad():
+        d = (learner_lp - engine_lp).clamp(-20.0, 20.0)
+        r = torch.exp(d)
+        has = mask > 0
+        return {
+            "mismatch/abs_logprob_diff": _masked_mean(d.abs(), mask),
+            "mismatch/kl_k3": _masked_mean(r - 1.0 - d, mask),
+            "mismatch/ratio_max": r[has].max() if has.any() else r.new_tensor(1.0),
+        }
+
+
+def _mismatch_correction(
+    inp: LossInputs, term: LossTerm, mask: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor, dict[str, torch.Tensor]]:
+    """(per-token weight or None, mask after sequence masking, metrics) of the rollout/training correction.
+
+    Weight: min(π_old/π_engine, tis_cap), detached (truncated IS; Yao et al. 2025, verl's TIS). Sequence mask:
+    rows whose geometric-mean ratio exp(mean_t log π_old/π_engine) lies outside [1/τ, τ] get no loss; they
+    still count in the reducer's normaliser (their tokens add zero), so masking never rescales the others."""
+    if inp.engine_logprobs is None:
+        return None, mask, {}
+    cap, tau = term.options.get("tis_cap"), term.options.get("mismatch_seq_threshold")
+    out = mismatch_stats(inp.old_logprobs, inp.engine_logprobs, mask)
+    d = (inp.old_logprobs - inp.engine_logprobs).detach().clamp(-20.0, 20.0)
+    weight = None
+    if cap is not None:
+        r = torch.exp(d)
+        weight = r.clamp(max=float(cap))
+        out["mismatch/tis_capped_frac"] = _masked_mean((r > float(cap)).float(), mask)
+    if tau is not None:
+        rows = mask.sum(-1) > 0
+        geo = torch.exp((d * mask).sum(-1) / mask.sum(-1).clamp(min=1.0))
+        keep = (geo <= float(tau)) & (geo >= 1.0 / float(tau))
+        out["mismatch/seq_masked_frac"] = (rows & ~keep).float().sum() / rows.float().sum().clamp(min=1.0)
+        mask = mask * keep.float()[:, None]
+    return weight, mask, out
+
+
 @register_loss("policy_gradient")
 def policy_gradient_loss(
     inp: LossInputs, term: LossTerm, reduce: Reducer
@@ -112,12 +159,14 @@ def policy_gradient_loss(
     """PPO-style clipped surrogate with asymmetric clip range (DAPO's clip-higher when eps_high > eps_low).
 
     tensors: ``advantages`` [B] or [B, T]. options: ``clip_eps_low`` (0.2), ``clip_eps_high`` (0.2),
-    ``dual_clip`` (None; e.g. 3.0 bounds the loss of negative-advantage tokens with huge ratios).
+    ``dual_clip`` (None; e.g. 3.0 bounds the loss of negative-advantage tokens with huge ratios),
+    ``tis_cap`` / ``mismatch_seq_threshold`` (the rollout/training correction, when ``inp.engine_logprobs``
+    is given; see :func:`_mismatch_correction`).
     """
     adv = term.tensors["advantages"]
     if adv.dim() == 1:
         adv = adv[:, None]
-    mask = term.mask
+    tis_weight, mask, mismatch = _mismatch_correction(inp, term, term.mask)
     eps_low = float(term.options.get("clip_eps_low", 0.2))
     eps_high = float(term.options.get("clip_eps_high", 0.2))
     log_ratio = (inp.logprobs - inp.old_logprobs).clamp(-20.0, 20.0)
@@ -128,10 +177,12 @@ def policy_gradient_loss(
     dual = term.options.get("dual_clip")
     if dual is not None:
         per_token = torch.where(adv < 0, torch.minimum(per_token, -adv * float(dual)), per_token)
+    if tis_weight is not None:
+        per_token = per_token * tis_weight
     with torch.no_grad():
         clip_frac = _masked_mean((clipped > unclipped).float(), mask)
         approx_kl = _masked_mean(0.5 * log_ratio.pow(2), mask)
-    return reduce(per_token, mask), {"clip_frac": clip_frac, "approx_kl_old": approx_kl}
+    return reduce(per_token, mask), {"clip_frac": clip_frac, "approx_kl_old": approx_kl, **mismatch}
 
 
 @register_loss("kl", needs_ref=True)

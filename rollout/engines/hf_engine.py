@@ -37,7 +37,7 @@ class HFEngine:
             o = self.model(input_ids=ids, past_key_values=past, use_cache=True)
             past = o.past_key_values
             logits = o.logits[0, -1].float()
-            raw_lp = torch.log_softmax(logits, -1)
+            probs = torch.softmax(logits, -1)  # temperature 0 (greedy): the untempered distribution
             if p.temperature <= 0:
                 tok = int(torch.argmax(logits))
             else:
@@ -49,9 +49,12 @@ class HFEngine:
                     sp, si = torch.sort(probs, descending=True)
                     keep = (sp.cumsum(0) - sp) < p.top_p
                     probs = torch.zeros_like(probs).scatter(0, si[keep], sp[keep])
-                tok = int(torch.multinomial((probs / probs.sum()).cpu(), 1, generator=self.gen))
+                probs = probs / probs.sum()
+                tok = int(torch.multinomial(probs.cpu(), 1, generator=self.gen))
             out_ids.append(tok)
-            lps.append(float(raw_lp[tok]))  # raw (temperature-free) log-prob, as vLLM reports by default
+            # The log-prob under the distribution actually sampled from (temperature, top-k/top-p applied),
+            # as the vLLM engine reports with logprobs_mode=processed_logprobs: the behaviour policy.
+            lps.append(float(torch.log(probs[tok])))
             ids = torch.tensor([[tok]], device=self.device)
             if tok == self.eos:
                 finish = "stop"

@@ -32,6 +32,11 @@ class VLLMEngine:
             seed=spec.seed,
             enable_prefix_caching=True,
             load_format="safetensors",  # never unpickle weights from a user path
+            # Sampled tokens' log-probs after temperature and top-k/top-p (the distribution actually sampled
+            # from), not the raw temperature-free ones: they are the behaviour policy of the PG ratio and of
+            # the rollout/training mismatch correction. Prompt log-probs (the weight-sync probe) are the same
+            # in both modes (vLLM 0.32 ModelConfig.logprobs_mode docs).
+            logprobs_mode="processed_logprobs",
         )
         self._calls = 0
 

@@ -79,6 +79,18 @@ def test_generate_sync_and_verify(engine, tiny_model, tok, ray_cluster):
         ids = torch.tensor([p + c.token_ids])
         lp = torch.log_softmax(hf(ids).logits[0, :-1].float(), -1).gather(-1, ids[0, 1:, None]).squeeze(-1)
         assert lp[len(p) - 1 :].tolist() == pytest.approx(c.logprobs, abs=2e-3)
+        # at temperature 0.7 the engine reports the log-probs of the distribution it sampled from, which is
+        # what the learner computes (logits / T), not the temperature-free ones (vLLM's default raw mode)
+        t07 = SamplingParams(max_new_tokens=10, temperature=0.7)
+        c = gen.generate([GenerationRequest(p, 1, t07)])[0][0]
+        ids = torch.tensor([p + c.token_ids])
+        with torch.no_grad():
+            logits = hf(ids).logits[0, :-1].float()
+        tgt = ids[0, 1:, None]
+        scaled = torch.log_softmax(logits / 0.7, -1).gather(-1, tgt).squeeze(-1)[len(p) - 1 :]
+        raw = torch.log_softmax(logits, -1).gather(-1, tgt).squeeze(-1)[len(p) - 1 :]
+        assert scaled.tolist() == pytest.approx(c.logprobs, abs=2e-3)
+        assert (raw - torch.tensor(c.logprobs)).abs().max() > 0.01  # the check can tell the two apart
 
         greedy = SamplingParams(max_new_tokens=10, temperature=0.0)
         before = gen.generate([GenerationRequest(p, 1, greedy)])[0][0].token_ids

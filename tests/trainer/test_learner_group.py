@@ -80,3 +80,44 @@ def test_zero0_and_zero3_agree_train_save_load(tiny_model, ray_cluster, tmp_path
             group.shutdown()
     for k, v in weights[0].items():
         assert torch.allclose(v, weights[3][k], atol=1e-4), f"ZeRO-0 and ZeRO-3 diverged on {k}"
+
+
+def _uneven_pg_batch(tok, norm: str) -> TrainBatch:
+    """Rows of very different response lengths, so that rank-local token/row counts would differ; engine
+    log-probs slightly off the learner's, so the mismatch correction (TIS) is active too."""
+    texts = ["3", "7777777777777777", "11", "9", "1212121212", "5"]
+    prompts = [list(tok(f"<user>q{i}\n<assistant>", add_special_tokens=False)["input_ids"]) for i in range(6)]
+    resp = [list(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    col = collate(prompts, resp, pad_id=0, engine_logprobs=[[-2.5] * len(r) for r in resp])
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5, 2.0, -2.0])
+    opts = {"norm": norm, "tis_cap": 2.0}
+    term = LossTerm("policy_gradient", 1.0, col.response_mask, {"advantages": adv}, opts)
+    return TrainBatch(col.input_ids, col.attention_mask, [term], engine_logprobs=col.engine_logprobs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("norm", ["token", "sequence"])
+def test_two_learners_make_the_same_update_as_one(norm, tiny_model, ray_cluster):
+    """Loss normalisation across data-parallel ranks: the token (or row) count is the whole mini-batch's, not
+    each rank's, so 2 learners on gloo produce the update of 1 learner on the same batch (a mean of per-rank
+    means would weight the rank holding the short responses more)."""
+    from transformers import AutoTokenizer
+
+    from trainer.group import LearnerGroup
+    from trainer.learner import LearnerSpec
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    probe = list(range(5, 25))
+    out = {}
+    for world in (1, 2):
+        spec = LearnerSpec(model_path=tiny_model, dtype="float32", lr=1e-2, micro_batch_size=2, threads=1)
+        group = LearnerGroup(spec, num_learners=world)
+        try:
+            start = group.export_weights(probe)[1]
+            m = group.train(_uneven_pg_batch(tok, norm), pad_id=0)
+            out[world] = (group.export_weights(probe)[1], m)
+            assert out[world][0] != pytest.approx(start, abs=1e-4)  # the step moved the weights
+        finally:
+            group.shutdown()
+    assert out[2][0] == pytest.approx(out[1][0], abs=1e-5)
+    assert out[1][1]["mismatch/tis_capped_frac"] >= 0.0 and "mismatch/abs_logprob_diff" in out[1][1]

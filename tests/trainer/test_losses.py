@@ -112,3 +112,34 @@ def test_collate_and_padding():
     assert padded.num_rows == 4 and padded.terms[0].mask[2:].sum() == 0
     assert padded.terms[0].tensors["x"].tolist() == [1, 1, 0, 0]
     assert batch.select([1]).input_ids.tolist() == [[3, 7, 0, 0, 0]]
+
+
+def test_truncated_is_and_sequence_masking_hand_computed():
+    """Rollout/training mismatch: token weights min(π_old/π_engine, C), detached; rows whose geometric-mean
+    ratio leaves [1/τ, τ] get no loss; metrics on the sampled tokens; identity without engine log-probs."""
+    lp = torch.zeros(3, 4, requires_grad=True)
+    mask = torch.tensor([[0, 1, 1, 0], [0, 1, 1, 1], [0, 1, 0, 0]], dtype=torch.float32)
+    old = torch.zeros(3, 4)
+    eng = torch.zeros(3, 4)
+    eng[0, 1] = -math.log(3.0)  # ratio 3 → capped at 2
+    eng[0, 2] = math.log(2.0)  # ratio 0.5
+    eng[1, 1:] = -1.0  # ratio e on every token: geometric mean e > τ = 2 → row masked
+    adv = torch.tensor([1.0, 1.0, 1.0])
+    opts = {"tis_cap": 2.0, "mismatch_seq_threshold": 2.0}
+    term = LossTerm("policy_gradient", 1.0, mask, {"advantages": adv}, opts)
+    red = Reducer("token", float(mask.sum()), 3.0)
+    loss, m = get_loss("policy_gradient").fn(LossInputs(lp, old, None, eng), term, red)
+    # on-policy ratio 1: per-token loss −A·w; row 0: w = 2, 0.5; row 1 masked; row 2: w = 1. Σ / 6 tokens
+    assert loss.item() == pytest.approx(-(2.0 + 0.5 + 1.0) / 6.0)
+    loss.backward()
+    assert lp.grad[0, 1].item() == pytest.approx(-2.0 / 6.0)  # the weight multiplies the gradient too
+    assert lp.grad[1].abs().sum().item() == 0.0
+    assert m["mismatch/tis_capped_frac"].item() == pytest.approx(4 / 6)  # row 0 token 1 and row 1 (e > 2)
+    assert m["mismatch/seq_masked_frac"].item() == pytest.approx(1 / 3)
+    assert m["mismatch/ratio_max"].item() == pytest.approx(3.0)
+    d = torch.tensor([math.log(3.0), -math.log(2.0), 1.0, 1.0, 1.0, 0.0])
+    assert m["mismatch/abs_logprob_diff"].item() == pytest.approx(d.abs().mean().item(), rel=1e-6)
+    assert m["mismatch/kl_k3"].item() == pytest.approx((d.exp() - 1 - d).mean().item(), rel=1e-6)
+    # without engine log-probs (offline data, or logprobs_source=engine): the plain clipped surrogate
+    plain, pm = get_loss("policy_gradient").fn(LossInputs(lp, old, None), term, red)
+    assert plain.item() == pytest.approx(-1.0) and not any(k.startswith("mismatch/") for k in pm)
