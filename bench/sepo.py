@@ -1,16 +1,18 @@
 """SePO against full-token DPO and full-token SimPO on UltraFeedback (CPU; not a test).
 
-    .venv/bin/python bench/sepo.py --out runs/bench_sepo --seeds 0,1,2 --jobs 2
+    .venv/bin/python bench/sepo.py --out runs/bench_sepo --seeds 0,1,2
 
 Data: ../shared/data/llm/ultrafeedback_binarized_500 as shipped (train_prefs for training, test_prefs held out;
 rows with an empty response skipped as the recipes do). Model: SmolLM2-135M-Instruct (bf16 learners).
 
-1. The oracle chain, once (seed 0): π_ref^o = SFT on the chosen responses (recipes/sepo_ref_sft_tiny_cpu.yaml),
-   π^o = DPO of π_ref^o on the first 128 pairs (recipes/sepo_oracle_dpo_tiny_cpu.yaml), then
+1. The oracle chain, once (seed 0): π_ref^o = SFT on the first 128 chosen responses, 16 steps, lr 1e-5, <= 384
+   tokens (recipes/sepo_ref_sft_tiny_cpu.yaml); π^o = DPO of π_ref^o (β 0.1) on the pairs the policies train on,
+   ``--oracle-steps`` 12, lr ``--oracle-lr`` 2e-5 (recipes/sepo_oracle_dpo_tiny_cpu.yaml); then
    ``launch.score_tokens`` on the training rows (ratio 0.3).
 2. Three arms per seed, identical except for the loss and the tokens it reads: same initial policy
-   (SmolLM2-135M-Instruct, *not* the oracle's SFT model), same 128 training pairs in the same seeded order, 16
-   steps × 8 pairs, lr 1e-5, micro-batch 4 rows, ``max_model_len`` 384:
+   (SmolLM2-135M-Instruct, *not* the oracle's SFT model), the same first ``--steps`` × 8 training pairs in the
+   same seeded order (one epoch), ``--steps`` 12 steps × 8 pairs, lr ``--lr`` 2e-5, micro-batch 4 rows,
+   ``max_model_len`` ``--max-len`` 256 (rows whose prompt is longer are skipped and counted, long answers cut):
    - ``sepo``: reference-free loss over the selected 30 % of tokens (γ = 1, no margin: the released code);
    - ``simpo_full``: the same loss over every response token (γ = 1, no margin: only the mask differs);
    - ``dpo_full``: DPO (β = 0.1, sigmoid) over every response token, reference = the initial policy.
@@ -22,8 +24,9 @@ rows with an empty response skipped as the recipes do). Model: SmolLM2-135M-Inst
      mean log π(y_l) over the full responses.
    Plus the share of response tokens each arm trained on, and seconds per step.
 
-Writes results.json (command, git commit, package versions, resolved recipes, per-run metrics), RESULTS.md and
-sepo.png into ``--out`` and prints the table. ``--reuse`` keeps finished runs.
+Writes results.json (command, git commit, package versions, settings, per-run metrics and commands, decoded
+examples of the selected tokens) and sepo.png into ``--out`` and prints the table. ``--reuse`` keeps finished runs.
+``--jobs 2`` trains two runs at a time (each ~5 GB); on 2 cores it buys little, the learner is CPU-bound.
 """
 
 from __future__ import annotations

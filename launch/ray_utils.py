@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 
 
+def in_ray_job() -> bool:
+    """True when this process is the driver of a ``ray job submit`` job (its cwd is Ray's temporary copy)."""
+    return any(k in os.environ for k in ("RAY_JOB_ID", "RAY_SUBMISSION_ID", "RAY_JOB_CONFIG_JSON_ENV_VAR"))
+
+
 def init_ray(
     address: str | None,
     num_cpus_needed: int,
@@ -31,9 +36,7 @@ def init_ray(
     if address:
         # Inside `ray job submit` the job's own runtime env (working_dir / env_vars) already reaches every
         # actor, and Ray refuses to merge a second one that sets the same keys.
-        in_job = any(
-            k in os.environ for k in ("RAY_JOB_ID", "RAY_SUBMISSION_ID", "RAY_JOB_CONFIG_JSON_ENV_VAR")
-        )
+        in_job = in_ray_job()
         ray.init(
             address=address,
             runtime_env=None if in_job else {"env_vars": env_vars},

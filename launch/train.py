@@ -38,10 +38,41 @@ class StepTimer:
         return out
 
 
+def resolve_output_dir(path: str) -> str:
+    """The absolute, persistent folder of a run's outputs (checkpoints, metrics, plots, logs).
+
+    An absolute ``output_dir`` is used as it is; a relative one is resolved against ``$FORGE_OUTPUT_ROOT`` when
+    set (e.g. a shared filesystem every node mounts), else against the current directory — except in a
+    ``ray job submit`` driver, whose current directory is Ray's temporary unpacked copy of the working dir
+    (deleted by Ray, never looked at by the user): there a relative path without a root is an error."""
+    import os
+    from pathlib import Path
+
+    from launch.ray_utils import in_ray_job
+
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return str(p)
+    root = os.environ.get("FORGE_OUTPUT_ROOT")
+    if root:
+        return str(Path(root).expanduser().resolve() / p)
+    if in_ray_job():
+        raise ConfigError(
+            f"output_dir: {path!r} is relative and this driver runs inside `ray job submit`, whose working "
+            "directory is a temporary copy that Ray deletes: set FORGE_OUTPUT_ROOT to persistent storage that "
+            'every node reaches (--runtime-env-json \'{"env_vars": {"FORGE_OUTPUT_ROOT": "/shared/runs"}}\') '
+            "or give an absolute output_dir"
+        )
+    return str(Path.cwd() / p)
+
+
 def train(cfg: RecipeConfig) -> dict[str, float]:
     import ray  # noqa: F401  (imported before quiet_driver so that Ray's console logger can be taken off)
 
     from launch.quiet import log_file, quiet_driver, restore_driver
+
+    cfg.output_dir = resolve_output_dir(cfg.output_dir)
+    print(f"outputs: {cfg.output_dir} (checkpoints/, metrics.jsonl, plots/, logs/)", flush=True)
 
     handler = quiet_driver(log_file(cfg.output_dir, "driver", cfg.logging.verbose))
     try:
@@ -56,6 +87,7 @@ def train(cfg: RecipeConfig) -> dict[str, float]:
             print(f"plots: {', '.join(str(p) for p in paths)}", flush=True)
     if not cfg.logging.verbose:
         print(f"logs of vLLM, DeepSpeed, Ray and the reward worker: {cfg.output_dir}/logs/", flush=True)
+    print(f"checkpoints: {cfg.output_dir}/checkpoints/ | metrics: {cfg.output_dir}/metrics.jsonl", flush=True)
     return last
 
 

@@ -74,18 +74,28 @@ def test_ray_job_submit_runs_a_recipe(tiny_model, tmp_path):
         timeout=180,
     )
     try:
+        # a relative output_dir, as a user writes it: resolved against FORGE_OUTPUT_ROOT (the job's cwd is a
+        # temporary copy Ray deletes), so the outputs land where the user looks
         out = tmp_path / "job"
         overrides = " ".join(
             f"'{o}'"
             for o in tiny_overrides(
                 tiny_model,
-                out,
+                Path("job"),
                 total_steps=2,
                 **{"curriculum.prompts_per_step": 2, "curriculum.n_samples": 2},
             )
         )
         entry = f"cd {ROOT} && {sys.executable} -m launch.train recipes/grpo_default.yaml {overrides}"
-        runtime_env = json.dumps({"env_vars": {"PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}})
+        runtime_env = json.dumps(
+            {
+                "env_vars": {
+                    "PYTHONPATH": str(ROOT),
+                    "TOKENIZERS_PARALLELISM": "false",
+                    "FORGE_OUTPUT_ROOT": str(tmp_path),
+                }
+            }
+        )
         submit = [
             ray_bin,
             "job",
@@ -108,9 +118,26 @@ def test_ray_job_submit_runs_a_recipe(tiny_model, tmp_path):
         assert "succeeded" in (proc.stdout + proc.stderr).lower()
         rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows if "reward_mean" in r] == [0, 1]
+        assert f"outputs: {out}" in proc.stdout + proc.stderr  # the driver says where they are
     finally:
         # Stop only this cluster (its processes carry the temp dir): `ray stop` would also kill the
         # session's local Ray that other tests share.
         subprocess.run(["pkill", "-9", "-f", temp], timeout=60)
         time.sleep(2)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_output_dir_is_absolute_persistent_or_refused(tmp_path, monkeypatch):
+    from launch.config import ConfigError
+    from launch.train import resolve_output_dir
+
+    for k in ("FORGE_OUTPUT_ROOT", "RAY_JOB_ID", "RAY_SUBMISSION_ID", "RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_output_dir("/data/runs/a") == "/data/runs/a"
+    assert resolve_output_dir("runs/a") == str(tmp_path / "runs/a")  # a local run: the current directory
+    monkeypatch.setenv("RAY_SUBMISSION_ID", "raysubmit_1")  # inside `ray job submit`: cwd is Ray's temp copy
+    with pytest.raises(ConfigError, match="FORGE_OUTPUT_ROOT"):
+        resolve_output_dir("runs/a")
+    monkeypatch.setenv("FORGE_OUTPUT_ROOT", str(tmp_path / "shared"))
+    assert resolve_output_dir("runs/a") == str(tmp_path / "shared" / "runs/a")
