@@ -10,6 +10,47 @@ def in_ray_job() -> bool:
     return any(k in os.environ for k in ("RAY_JOB_ID", "RAY_SUBMISSION_ID", "RAY_JOB_CONFIG_JSON_ENV_VAR"))
 
 
+class ClusterTooSmall(ValueError):
+    """The actors a recipe needs cannot all be placed on the cluster: asked vs available, in one line."""
+
+
+def check_cluster_fits(actors: list[tuple[str, float, float]]) -> None:
+    """Fail at once, with the numbers, when ``actors`` ((role, CPUs, GPUs) each) cannot be placed on the live
+    nodes: Ray would otherwise queue them forever without a word (a pending demand only ``ray status`` shows).
+
+    Checks the totals and that every actor fits on some node; not a full bin-packing (placement groups are)."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    have_cpu = sum(float(n.get("CPU", 0)) for n in nodes)
+    have_gpu = sum(float(n.get("GPU", 0)) for n in nodes)
+    ask_cpu = sum(a[1] for a in actors)
+    ask_gpu = sum(a[2] for a in actors)
+    roles: dict[str, list[float]] = {}
+    for role, cpu, gpu in actors:
+        r = roles.setdefault(role, [0, cpu, gpu])
+        r[0] += 1
+    asked = ", ".join(
+        f"{int(n)} {role} × {c:g} CPU{f' + {g:g} GPU' if g else ''}" for role, (n, c, g) in roles.items()
+    )
+    hint = (
+        "start the head with more logical CPUs (`ray start --head --num-cpus N`: the synchronous loop alternates "
+        "rollout and training, so logical CPUs may exceed the cores), add nodes, or lower "
+        "rollout.threads_per_worker / trainer.threads_per_learner / the worker and learner counts"
+    )
+    if ask_cpu > have_cpu + 1e-9 or ask_gpu > have_gpu + 1e-9:
+        raise ClusterTooSmall(
+            f"the recipe asks for {ask_cpu:g} CPUs and {ask_gpu:g} GPUs ({asked}); the cluster has "
+            f"{have_cpu:g} CPUs and {have_gpu:g} GPUs on {len(nodes)} node(s): {hint}"
+        )
+    for role, cpu, gpu in actors:
+        if not any(float(n.get("CPU", 0)) >= cpu and float(n.get("GPU", 0)) >= gpu for n in nodes):
+            raise ClusterTooSmall(
+                f"one {role} asks for {cpu:g} CPUs and {gpu:g} GPUs, more than any single node has "
+                f"(largest: {max((float(n.get('CPU', 0)) for n in nodes), default=0):g} CPUs): {hint}"
+            )
+
+
 def init_ray(
     address: str | None,
     num_cpus_needed: int,

@@ -134,6 +134,17 @@ def build_run(cfg: RecipeConfig) -> Run:
         cfg.ray.address, needed, cfg.ray.num_cpus, cfg.ray.temp_dir, quiet=not cfg.logging.verbose
     )
 
+    if ray_mode in ("cluster", "existing"):  # an embedded cluster is sized for the recipe; others may not be
+        from launch.ray_utils import ClusterTooSmall, check_cluster_fits
+
+        actors = [("rollout worker", r.threads_per_worker, r.gpus_per_worker)] * gen_workers + [
+            ("learner", t.threads_per_learner, t.gpus_per_learner)
+        ] * t.num_learners
+        try:
+            check_cluster_fits(actors)
+        except ClusterTooSmall as e:
+            raise ConfigError(f"ray cluster: {e}") from None
+
     def logs(role: str) -> str | None:  # where an actor's output goes (None: the console, --verbose)
         return log_file(cfg.output_dir, role, cfg.logging.verbose)
 

@@ -141,3 +141,14 @@ def test_output_dir_is_absolute_persistent_or_refused(tmp_path, monkeypatch):
         resolve_output_dir("runs/a")
     monkeypatch.setenv("FORGE_OUTPUT_ROOT", str(tmp_path / "shared"))
     assert resolve_output_dir("runs/a") == str(tmp_path / "shared" / "runs/a")
+
+
+def test_a_recipe_the_cluster_cannot_hold_fails_at_once_with_the_numbers(ray_cluster):
+    """Ray would queue unplaceable actors forever in silence; the check names asked vs available."""
+    from launch.ray_utils import ClusterTooSmall, check_cluster_fits
+
+    check_cluster_fits([("rollout worker", 2, 0), ("learner", 2, 0)])  # the session cluster has 8 CPUs
+    with pytest.raises(ClusterTooSmall, match=r"asks for 10 CPUs and 0 GPUs .*has 8 CPUs and 0 GPUs"):
+        check_cluster_fits([("rollout worker", 2, 0)] + [("learner", 4, 0)] * 2)
+    with pytest.raises(ClusterTooSmall, match=r"1 learner × 1 CPU \+ 1 GPU.*ray start --head --num-cpus"):
+        check_cluster_fits([("learner", 1, 1)])
