@@ -6,12 +6,13 @@ Data: ../shared/data/llm/ultrafeedback_binarized_500 as shipped (train_prefs for
 rows with an empty response skipped as the recipes do). Model: SmolLM2-135M-Instruct (bf16 learners).
 
 1. The oracle chain, once (seed 0): π_ref^o = SFT on the first 128 chosen responses, 16 steps, lr 1e-5, <= 384
-   tokens (recipes/sepo_ref_sft_tiny_cpu.yaml); π^o = DPO of π_ref^o (β 0.1) on the pairs the policies train on,
-   ``--oracle-steps`` 12, lr ``--oracle-lr`` 2e-5 (recipes/sepo_oracle_dpo_tiny_cpu.yaml); then
+   tokens (recipes/sepo_ref_sft_tiny_cpu.yaml); π^o = DPO of π_ref^o (β 0.1) on the first ``--oracle-rows`` 96
+   pairs (those the policies train on and more), ``--oracle-steps`` 12, lr ``--oracle-lr`` 2e-5
+   (recipes/sepo_oracle_dpo_tiny_cpu.yaml); then
    ``launch.score_tokens`` on the training rows (ratio 0.3).
 2. Three arms per seed, identical except for the loss and the tokens it reads: same initial policy
    (SmolLM2-135M-Instruct, *not* the oracle's SFT model), the same first ``--steps`` × 8 training pairs in the
-   same seeded order (one epoch), ``--steps`` 12 steps × 8 pairs, lr ``--lr`` 2e-5, micro-batch 4 rows,
+   same seeded order (one epoch), ``--steps`` 8 steps × 8 pairs, lr ``--lr`` 2e-5, micro-batch 4 rows,
    ``max_model_len`` ``--max-len`` 256 (rows whose prompt is longer are skipped and counted, long answers cut):
    - ``sepo``: reference-free loss over the selected 30 % of tokens (γ = 1, no margin: the released code);
    - ``simpo_full``: the same loss over every response token (γ = 1, no margin: only the mask differs);
@@ -162,13 +163,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/bench_sepo")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument(
         "--max-len", type=int, default=256, help="rollout.max_model_len of the arms and the oracle"
     )
     ap.add_argument("--oracle-steps", type=int, default=12)
     ap.add_argument("--oracle-lr", type=float, default=2e-5)
+    ap.add_argument("--oracle-rows", type=int, default=96, help="the first N training pairs (>= steps × 8)")
     ap.add_argument("--eval-pairs", type=int, default=64)
     ap.add_argument("--jobs", type=int, default=1, help="training runs at a time (each ~5 GB)")
     ap.add_argument("--reuse", action="store_true")
@@ -188,7 +190,7 @@ def main() -> None:
         chain / "ref" / "wall_s.txt",
         args.reuse,
     )
-    oracle = {"steps": args.oracle_steps, "lr": args.oracle_lr}
+    oracle = {"steps": args.oracle_steps, "lr": args.oracle_lr, "rows": args.oracle_rows}
     base = [*common(args, 0, chain / "oracle", **oracle), f"model.path={chain / 'ref'}"]
     walls["oracle_dpo"] = run(
         [
@@ -300,7 +302,7 @@ def main() -> None:
         **prov,
         "args": vars(args),
         "chain_walls_s": walls,
-        "chain_settings": {"ref": REF, "oracle": {"steps": args.oracle_steps, "lr": args.oracle_lr}},
+        "chain_settings": {"ref": REF, "oracle": oracle},
         "results": results,
         "runs": runs,
         "recipes": {arm: recipe for arm, (recipe, _) in ARMS.items()},

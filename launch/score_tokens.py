@@ -86,6 +86,9 @@ def score_records(oracle: Any, reference: Any, rows: list[Row], ratio: float, ba
 def load_frozen(path: str, dtype: str, device: str = "cpu") -> Any:
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per model per actor would flood the console
 
     m = AutoModelForCausalLM.from_pretrained(path, torch_dtype=getattr(torch, dtype)).to(device)
     m.eval()
