@@ -6,6 +6,9 @@
 - :mod:`rewards.format`    ``format``: a regular-expression check (default: a ``\\boxed{}`` answer).
 - :mod:`rewards.overlong`  ``overlong``: DAPO's soft length penalty over a buffer before the cap.
 - :mod:`rewards.guards`    ``copied_expression``: an answer that copies the question's expression.
+- :mod:`rewards.gqr`       GQR: the query-list prompt, list parsing and scores; ``gqr_ctr`` (list CTR from a
+  frozen CTR model), ``gqr_hit`` (hit@n) and the list monitors ``gqr_malformed`` / ``gqr_short`` / ``gqr_valid``.
+- :mod:`rewards.ctr_model` GQR's CTR model over (query, candidate): features, trainer CLI, cached loader.
 - :mod:`rewards.scorer`    ``RewardScorer``: calls every plugin once per batch, isolated in a worker process,
   and fills in ``Sample.reward`` / ``reward_details`` / ``correct``.
 """

@@ -25,9 +25,59 @@ def _model_override(path: Path, tmp_path: Path) -> list[str]:
     return [f"model.path={stub}"]
 
 
+# Files GQR recipes read that a command builds (curricula/gqr_data.py, rewards/ctr_model.py) or a user supplies:
+# validated against ones built here from the shared CosoBe sessions.
+COSOBE = ROOT.parent / "shared" / "data" / "llm" / "cosobe_query_sessions" / "sessions.jsonl"
+GQR_BUILT = {"runs/gqr/data/": "data/", "data/gqr/": "data/", "runs/gqr/ctr": "ctr", "models/gqr_ctr": "ctr"}
+
+
+@pytest.fixture(scope="module")
+def gqr_built(tmp_path_factory) -> Path:
+    from curricula.gqr_data import build
+    from rewards.ctr_model import load_train_config, train
+
+    if not COSOBE.is_file():
+        pytest.skip("shared CosoBe sessions not present: GQR recipes cannot be validated")
+    out = tmp_path_factory.mktemp("gqr")
+    build(COSOBE, out / "data")
+    over = [f"output_dir={out / 'ctr'}", f"data.train={out / 'data/ctr_train.jsonl'}", "epochs=1"]
+    train(
+        load_train_config(str(ROOT / "recipes" / "gqr_ctr_cpu.yaml"), [*over, "data.test=null"]),
+        lambda *_: None,
+    )
+    return out
+
+
+def _gqr_recipe(recipe: Path, built: Path, tmp_path: Path) -> Path:
+    """A copy of a GQR recipe whose built or user-supplied paths point at ``built``."""
+    text = recipe.read_text()
+    for src, dst in GQR_BUILT.items():
+        text = text.replace(src, f"{built / dst}{'/' if dst.endswith('/') else ''}")
+    copy = tmp_path / recipe.name
+    copy.write_text(text)
+    return copy
+
+
+def test_ctr_trainer_config_loads():
+    from rewards.ctr_model import load_train_config
+
+    cfg = load_train_config(str(ROOT / "recipes" / "gqr_ctr_cpu.yaml"))
+    assert cfg.epochs >= 1 and cfg.data.train.endswith("ctr_train.jsonl")
+    with pytest.raises(Exception, match="epoch"):
+        load_train_config(str(ROOT / "recipes" / "gqr_ctr_cpu.yaml"), ["epoch=3"])
+
+
+# Trainer configs of auxiliary models (not launch.train recipes): checked by their own loader above.
+NOT_RECIPES = {"gqr_ctr_cpu.yaml"}
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
-def test_every_shipped_recipe_loads(recipe: Path, tmp_path: Path, monkeypatch):
+def test_every_shipped_recipe_loads(recipe: Path, tmp_path: Path, monkeypatch, request):
+    if recipe.name in NOT_RECIPES:
+        pytest.skip(f"{recipe.name} configures an auxiliary model's trainer (test_ctr_trainer_config_loads)")
     monkeypatch.chdir(ROOT)  # recipes name data files relative to the project root
+    if recipe.name.startswith("gqr_"):
+        recipe = _gqr_recipe(recipe, request.getfixturevalue("gqr_built"), tmp_path)
     overrides = _model_override(recipe, tmp_path)
     data = __import__("yaml").safe_load(recipe.read_text()) or {}
     src = str((data.get("data") or {}).get("source", "arithmetic"))
@@ -105,3 +155,20 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
     assert main([str(tmp_path / "nope.yaml")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("config error:") and "nope.yaml" in err and "\n" not in err
+
+
+def test_engine_logprobs_with_truncated_sampling_and_bad_mismatch_options_are_refused(tmp_path):
+    """Engine log-probs under top-p/top-k are renormalised over the kept tokens: the learner cannot reproduce
+    them, so the PPO ratio against them would be biased; the mismatch options have sane ranges."""
+    msg = _err(tmp_path, "algorithm: {logprobs_source: engine}\nrollout: {top_p: 0.9}\n")
+    assert "algorithm.logprobs_source" in msg and "top_p" in msg
+    assert "algorithm.logprobs_source" in _err(
+        tmp_path, "algorithm: {logprobs_source: engine}\nrollout: {top_k: 20}\n"
+    )
+    assert "algorithm.tis_cap" in _err(tmp_path, "algorithm: {tis_cap: 0.5}\n")
+    assert "algorithm.mismatch_seq_threshold" in _err(tmp_path, "algorithm: {mismatch_seq_threshold: 1.0}\n")
+    p = tmp_path / "ok.yaml"
+    p.write_text("algorithm: {logprobs_source: engine}\nrollout: {temperature: 0.7}\n")
+    assert (
+        load_recipe(p).algorithm.logprobs_source == "engine"
+    )  # temperature alone is fine: processed log-probs
