@@ -318,6 +318,26 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | tuple[str
     return cfg
 
 
+def recipe_cli(argv: list[str] | None, doc: str | None, run: Any, flags: tuple[str, ...] = ()) -> int:
+    """The shared command line of the recipe CLIs: ``RECIPE.yaml [key=value ...] [flags]`` → ``run(cfg, given
+    flags)``; ``-h`` prints ``doc``; a :class:`ConfigError` is one line on stderr and exit status 2."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(doc)
+        return 0 if argv else 2
+    given = {f for f in flags if f in argv}
+    argv = [a for a in argv if a not in flags]
+    recipe, overrides = (argv[0], argv[1:]) if argv and "=" not in argv[0] else (None, argv)
+    try:
+        run(load_recipe(recipe, overrides), given)  # bad data, models, plugins: ConfigError too
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def to_yaml(cfg: RecipeConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 

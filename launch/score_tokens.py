@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from launch.config import ConfigError, RecipeConfig, component_options, load_recipe
+from launch.config import ConfigError, RecipeConfig, component_options, recipe_cli
 
 Row = tuple[str, list[int], list[list[int]]]  # (row id, prompt ids, response ids best first)
 
@@ -253,18 +253,9 @@ def score_tokens(cfg: RecipeConfig, force: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
-    force = "--force" in argv
-    argv = [a for a in argv if a != "--force"]
-    try:
-        score_tokens(load_recipe(argv[0], argv[1:]), force=force)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return recipe_cli(
+        argv, __doc__, lambda cfg, flags: score_tokens(cfg, force="--force" in flags), ("--force",)
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from launch.config import ConfigError, RecipeConfig, load_recipe
+from launch.config import ConfigError, RecipeConfig, recipe_cli
 
 
 class StepTimer:
@@ -185,20 +185,12 @@ def _train(cfg: RecipeConfig) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
-    if "--verbose" in argv:  # third-party output on the console too (default: <output_dir>/logs/)
-        argv = [a for a in argv if a != "--verbose"] + ["logging.verbose=true"]
-    recipe, overrides = (argv[0], argv[1:]) if "=" not in argv[0] else (None, argv)
-    try:
-        cfg = load_recipe(recipe, overrides)
-        train(cfg)  # bad data, a model folder without a tokenizer, a plugin's signature: ConfigError too
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    def run(cfg: RecipeConfig, flags: set[str]) -> None:
+        if "--verbose" in flags:  # third-party output on the console too (default: <output_dir>/logs/)
+            cfg.logging.verbose = True
+        train(cfg)
+
+    return recipe_cli(argv, __doc__, run, ("--verbose",))
 
 
 if __name__ == "__main__":

@@ -188,7 +188,6 @@ class Learner:
             else:
                 self.ref = ref.to(self.device, dtype=torch.bfloat16 if bf16 else torch.float32)
         self.steps = 0
-        self._measure_mismatch = False  # set by train() for its first optimizer step (engine log-probs)
 
     # ------------------------------------------------------------------ training
     @torch.no_grad()
@@ -271,7 +270,9 @@ class Learner:
         # it, the input of the rollout/training mismatch correction (losses.py: tis_cap, sequence masking).
         engine_src = self.spec.logprobs_source == "engine" and batch.engine_logprobs is not None
         eng_lp = None if engine_src else batch.engine_logprobs
-        self._measure_mismatch = engine_src  # the PG loss cannot see it then (old == engine): measured here
+        # With engine log-probs as "old" the PG loss cannot see the mismatch (old == engine): the learner measures
+        # it on its first optimizer step, while the weights are still the behaviour policy's.
+        measure = engine_src
         if engine_src:
             old_lp = batch.engine_logprobs
         elif single_pass:
@@ -302,8 +303,8 @@ class Learner:
                 m_old = None if old_lp is None else old_lp[rows]
                 m_ref = None if ref_lp is None else ref_lp[rows]
                 m_eng = None if eng_lp is None else eng_lp[rows]
-                self._optimizer_step(mini, m_old, m_ref, add, m_eng)
-                self._measure_mismatch = False  # later steps see updated weights: no longer the behaviour
+                self._optimizer_step(mini, m_old, m_ref, add, m_eng, measure)
+                measure = False  # later steps see updated weights: no longer the behaviour policy
         out = {k: sums[k] / counts[k] for k in sums}
         out["learner_s"] = time.perf_counter() - t0
         return out
@@ -346,7 +347,9 @@ class Learner:
             for r, (t, n, g) in zip(reducers, totals)
         ]
 
-    def _optimizer_step(self, mini: TrainBatch, old_lp, ref_lp, add, engine_lp=None) -> None:
+    def _optimizer_step(
+        self, mini: TrainBatch, old_lp, ref_lp, add, engine_lp=None, measure_mismatch: bool = False
+    ) -> None:
         reducers = self._global_reducers(mini.terms)
         ok = True
         step_loss: dict[str, float] = {}  # Σ over micro-batches = this optimizer step's loss per term
@@ -376,8 +379,7 @@ class Learner:
                         add(k, float(v))
                     if ent is not None and term.loss == "policy_gradient":
                         add("entropy", float((ent * mask).sum() / mask.sum()))
-                    if self._measure_mismatch and term.loss == "policy_gradient":
-                        # first optimizer step: the weights are still the behaviour policy's
+                    if measure_mismatch and term.loss == "policy_gradient":
                         for k, v in mismatch_stats(lp.detach(), inp.old_logprobs, mask).items():
                             add(k, float(v))
             if not self._all_finite(total.detach()):

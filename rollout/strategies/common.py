@@ -129,8 +129,8 @@ def pg_train_batch(
                 "clip_eps_low": algorithm.clip_eps_low,
                 "clip_eps_high": algorithm.clip_eps_high,
                 "dual_clip": algorithm.dual_clip,
-                "tis_cap": getattr(algorithm, "tis_cap", None),
-                "mismatch_seq_threshold": getattr(algorithm, "mismatch_seq_threshold", None),
+                "tis_cap": algorithm.tis_cap,
+                "mismatch_seq_threshold": algorithm.mismatch_seq_threshold,
                 **norm_opts,
             },
         )

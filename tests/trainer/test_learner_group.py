@@ -121,3 +121,30 @@ def test_two_learners_make_the_same_update_as_one(norm, tiny_model, ray_cluster)
             group.shutdown()
     assert out[2][0] == pytest.approx(out[1][0], abs=1e-5)
     assert out[1][1]["mismatch/tis_capped_frac"] >= 0.0 and "mismatch/abs_logprob_diff" in out[1][1]
+
+
+@pytest.mark.slow
+def test_engine_logprobs_as_old_policy_still_log_the_mismatch(tiny_model, ray_cluster):
+    """logprobs_source=engine: the PPO ratio is taken against the engine (no TIS weight: it would be 1), and the
+    learner measures the engine/learner gap itself on its first optimizer step."""
+    from transformers import AutoTokenizer
+
+    from trainer.group import LearnerGroup
+    from trainer.learner import LearnerSpec
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    spec = LearnerSpec(
+        model_path=tiny_model,
+        dtype="float32",
+        lr=1e-2,
+        micro_batch_size=2,
+        threads=1,
+        logprobs_source="engine",
+    )
+    group = LearnerGroup(spec, num_learners=1)
+    try:
+        m = group.train(_uneven_pg_batch(tok, "token"), pad_id=0)
+    finally:
+        group.shutdown()
+    assert m["mismatch/abs_logprob_diff"] > 0.0 and m["mismatch/ratio_max"] > 0.0
+    assert "mismatch/tis_capped_frac" not in m
