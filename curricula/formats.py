@@ -93,7 +93,8 @@ def _build(row: dict[str, Any], named: list[tuple[str, Any]], cfg: DataConfig, u
                 f"no prompt: field {cfg.prompt_field!r} is missing or empty and responses are strings"
             )
         prompt_text = str(row[cfg.prompt_field])
-    columns: dict[str, Any] = {"responses": texts}
+    # Every other field stays readable (as in the prompt format): side modules and rewards read them.
+    columns: dict[str, Any] = {k: v for k, v in row.items() if k != "id"} | {"responses": texts}
     if messages is not None:
         columns["messages"] = messages
     return Prompt(uid, prompt_text, None, None, columns)

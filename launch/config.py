@@ -36,12 +36,20 @@ class LoraConfig:
 
 
 @dataclass
+class SideModuleConfig:
+    name: str | None = None  # a registered side module (trainer/side_modules.py), e.g. pplug; null: none
+    options: dict[str, Any] = field(default_factory=dict)  # its options dataclass, e.g. PPlugOptions
+
+
+@dataclass
 class ModelConfig:
     path: str = "builtin:smollm2-135m-instruct"  # HF folder (safetensors), or builtin:NAME converted once into cache_dir
     cache_dir: str = "~/.cache/forge-rl/models"  # where builtin models are converted to
     dtype: str = "bfloat16"  # learner and engine dtype: bfloat16 or float32
     gradient_checkpointing: bool = False  # trade learner compute for activation memory
     lora: LoraConfig = field(default_factory=LoraConfig)  # LoRA adapters on the learners (trainer/lora.py)
+    # A trainable module around the frozen LM, fed through inputs_embeds (PPlug's user embedder)
+    side_module: SideModuleConfig = field(default_factory=SideModuleConfig)
 
 
 @dataclass

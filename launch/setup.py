@@ -48,6 +48,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _side_module(cfg: RecipeConfig, model_path: str, train_set: Any, eval_set: Any) -> tuple[Any, Any]:
+    """(the learners' SideModuleSpec, the driver's per-row feature builder), or (None, None)."""
+    sm = cfg.model.side_module
+    if sm.name is None:
+        return None, None
+    from trainer.side_modules import FeatureContext, SideModuleSpec, feature_builder
+
+    spec = SideModuleSpec(sm.name, dict(sm.options))
+    prompts = list(train_set) + (list(eval_set) if eval_set is not None else [])
+    try:  # encodes every row once (or loads the disk cache): bad rows fail here, before any actor starts
+        return spec, feature_builder(spec, FeatureContext(model_path, prompts, cfg.seed))
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(f"model.side_module: {e}") from None
+
+
 def _lora_spec(lora):
     """The learners' LoRA spec from ``model.lora`` (None: full fine-tuning)."""
     from trainer.lora import LoraSpec
@@ -184,6 +199,7 @@ def build_run(cfg: RecipeConfig) -> Run:
     # Frozen models by role: exactly those the run's losses need ("policy" = the initial weights).
     roles = {k: (model_path if v == "policy" else model_folder(v)) for k, v in needed_roles(cfg).items()}
     a = cfg.algorithm
+    side_spec, features = _side_module(cfg, model_path, train_set, eval_set)
     learner_spec = LearnerSpec(
         model_path=model_path,
         dtype=cfg.model.dtype,
@@ -203,6 +219,7 @@ def build_run(cfg: RecipeConfig) -> Run:
         const_norm=float(r.max_new_tokens),
         gradient_checkpointing=cfg.model.gradient_checkpointing,
         lora=_lora_spec(cfg.model.lora),
+        side_module=side_spec,
         seed=cfg.seed,
         threads=t.threads_per_learner,
     )
@@ -250,6 +267,7 @@ def build_run(cfg: RecipeConfig) -> Run:
             r.max_model_len,
             learners,
             cfg.data.skip_invalid,
+            features,
         ),
         s_options,
     )

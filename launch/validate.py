@@ -116,6 +116,40 @@ def _validate_lora(lora: LoraConfig, origin: str) -> None:
     )
 
 
+def _validate_side_module(cfg: RecipeConfig, origin: str, strategies: dict) -> None:
+    sm = cfg.model.side_module
+    if sm.name is None:
+        return
+    from trainer.losses import LOSSES
+    from trainer.side_modules import entry
+
+    key = "model.side_module"
+    try:
+        e = entry(sm.name)
+    except KeyError as err:
+        raise ConfigError(f"{origin}: {key}.name: {err.args[0]}") from None
+    component_options(e.options, sm.options, f"{key}.options", origin)
+    s = strategies.get(cfg.strategy.name)
+    _check(
+        s is None or not s.needs_generator,
+        origin,
+        key,
+        f"strategy {cfg.strategy.name!r} generates with the rollout engines, which are not given the side "
+        "module's per-row soft prompts; use an offline strategy (sft, preference)",
+    )
+    _check(not cfg.model.lora.enabled, origin, key, "a side module and model.lora cannot be combined")
+    if s is not None:
+        opts = component_options(s.options, cfg.strategy.options, "strategy.options", origin)
+        refs = [n for n in s.losses(opts, cfg.algorithm) if LOSSES[n].needs_ref]
+        _check(
+            not refs,
+            origin,
+            key,
+            f"the {refs} loss needs a reference model, and a reference that reads the side module's "
+            "features is not wired; use a reference-free loss (nll, simpo)",
+        )
+
+
 def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
     """Checks that need more than types. Imports only light registries (no ray/vllm/deepspeed)."""
     from launch.components import load_registries
@@ -151,6 +185,7 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
             f"unknown builtin model {cfg.model.path!r}; known: {sorted(reg.builtin_models)}",
         )
     _validate_lora(cfg.model.lora, origin)
+    _validate_side_module(cfg, origin, reg.strategies)
     _check(
         cfg.rollout.engine in reg.engines,
         origin,

@@ -52,6 +52,9 @@ class TrainBatch:
         None  # [B] long: rows with one id stay together (pairs, lists); None: each row alone
     )
     ref_logprobs: torch.Tensor | None = None  # [B, T] precomputed reference log-probs (offline data cache)
+    # Per-row model inputs beside the tokens (first dim B), read by a side module (trainer/side_modules.py),
+    # e.g. PPlug's encoded history: {"history": [B, H, e], "history_mask": [B, H], "query": [B, e]}.
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def num_rows(self) -> int:
@@ -67,6 +70,7 @@ class TrainBatch:
             metrics=self.metrics,
             groups=None if self.groups is None else self.groups[rows],
             ref_logprobs=None if self.ref_logprobs is None else self.ref_logprobs[rows],
+            features={k: v[rows] for k, v in self.features.items()},
         )
 
     def units(self) -> list[list[int]]:
@@ -108,7 +112,8 @@ class TrainBatch:
             top = int(self.groups.max()) + 1 if self.num_rows else 0
             groups = torch.cat([self.groups, torch.arange(top, top + extra, dtype=self.groups.dtype)])
         assert ids.shape[1] == T
-        return TrainBatch(ids, att, terms, elp, self.metrics, groups, ref)
+        features = {k: grow(v, 0) for k, v in self.features.items()}
+        return TrainBatch(ids, att, terms, elp, self.metrics, groups, ref, features)
 
 
 @dataclass

@@ -21,9 +21,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from trainer import lora
+from trainer import lora, side_modules
 from trainer.batch import TrainBatch
 from trainer.lora import LoraSpec
+from trainer.side_modules import SideModuleSpec
 from trainer.losses import LossInputs, Reducer, get_loss, mismatch_stats
 
 
@@ -49,6 +50,7 @@ class LearnerSpec:
     const_norm: float = 1.0  # denominator of the "constant" loss normalisation (Dr.GRPO: max_new_tokens)
     gradient_checkpointing: bool = False
     lora: LoraSpec | None = None  # peft LoRA adapters on a frozen base (trainer/lora.py); None: all weights
+    side_module: SideModuleSpec | None = None  # a trainable module around the frozen LM (trainer/side_modules.py)
     seed: int = 0
     threads: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
@@ -60,9 +62,14 @@ def token_logprobs(
     attention_mask: torch.Tensor,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    features: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-token log-probs ``[B, T]`` in the batch layout (column 0 is 0), optionally the entropy."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1].float()
+    """Per-token log-probs ``[B, T]`` in the batch layout (column 0 is 0), optionally the entropy.
+
+    ``features``: per-row inputs of a side module (TrainBatch.features); plain HF models take none."""
+    extra = {"features": features} if features else {}
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
+    logits = logits.logits[:, :-1].float()
     if temperature != 1.0:
         logits = logits / temperature
     lse = torch.logsumexp(logits, -1)
@@ -146,6 +153,9 @@ class Learner:
             model.gradient_checkpointing_enable()
         if spec.lora is not None:
             model = lora.wrap(model, spec.lora)
+        if spec.side_module is not None:
+            model = side_modules.build(model, spec.side_module)  # the LM frozen, the side module trains
+        self.frozen_base = spec.lora is not None or spec.side_module is not None
         ds_config = {
             "train_micro_batch_size_per_gpu": spec.micro_batch_size,
             "gradient_accumulation_steps": 1,
@@ -196,11 +206,18 @@ class Learner:
         for rows in self._micro_plan(batch):
             b = batch.select(rows or [0])  # an empty entry keeps ZeRO-3's gathers in step across ranks
             lp = token_logprobs(
-                model, b.input_ids.to(self.device), b.attention_mask.to(self.device), self.spec.temperature
+                model,
+                b.input_ids.to(self.device),
+                b.attention_mask.to(self.device),
+                self.spec.temperature,
+                features=self._features(b),
             )[0].cpu()
             if rows:
                 out[rows] = lp
         return out
+
+    def _features(self, batch: TrainBatch) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in batch.features.items()}
 
     def _all_finite(self, x: torch.Tensor) -> bool:
         import torch.distributed as dist
@@ -245,7 +262,7 @@ class Learner:
         for rows in self._micro_plan(batch):
             micro = batch.select(rows or [0])
             ids, att = micro.input_ids.to(self.device), micro.attention_mask.to(self.device)
-            lp, _ = token_logprobs(self.engine, ids, att, self.spec.temperature)
+            lp, _ = token_logprobs(self.engine, ids, att, self.spec.temperature, features=self._features(micro))
             if not rows:  # a forward only to keep ZeRO-3's parameter gathers in step across ranks
                 continue
             inp = LossInputs(lp, lp, None if ref_lp is None else ref_lp[rows].to(self.device))
@@ -360,7 +377,9 @@ class Learner:
             if empty:  # keeps this rank in step with the others; contributes nothing
                 micro = replace(micro, terms=[replace(t, mask=torch.zeros_like(t.mask)) for t in micro.terms])
             ids, att = micro.input_ids.to(self.device), micro.attention_mask.to(self.device)
-            lp, ent = token_logprobs(self.engine, ids, att, self.spec.temperature, with_entropy=True)
+            lp, ent = token_logprobs(
+                self.engine, ids, att, self.spec.temperature, with_entropy=True, features=self._features(micro)
+            )
             inp = LossInputs(
                 logprobs=lp,
                 old_logprobs=(lp.detach() if old_lp is None else old_lp[idx].to(self.device)),
@@ -501,7 +520,8 @@ class Learner:
     def save(self, path: str, save_optimizer: bool = True) -> None:
         """Write ``path/model`` (HF safetensors, rank 0) and ``path/deepspeed`` (optimizer shards). Collective.
 
-        LoRA runs write ``path/adapter`` (peft format) instead, plus the merged ``path/model`` with save_merged."""
+        LoRA runs write ``path/adapter`` (peft format) instead, plus the merged ``path/model`` with save_merged;
+        side-module runs write ``path/side_module`` only (the frozen LM is the recipe's model, unchanged)."""
         p = Path(path)
         lora_spec = self.spec.lora
         if save_optimizer:
@@ -509,15 +529,18 @@ class Learner:
                 str(p / "deepspeed"),
                 tag="state",
                 client_state={"learner_steps": self.steps},
-                exclude_frozen_parameters=lora_spec is not None,  # the base is rebuilt from model_path
+                exclude_frozen_parameters=self.frozen_base,  # the base is rebuilt from model_path
             )
         raw = self._gathered_state_dict()
         if self.rank == 0 and raw is not None:
             from transformers import AutoTokenizer
 
-            if lora_spec is not None:
+            if self.spec.side_module is not None:
+                state = side_modules.trainable_state(self.engine.module, raw)
+                side_modules.save(p / "side_module", self.spec.side_module, state, self.spec.model_path)
+            elif lora_spec is not None:
                 lora.save_adapter(self.engine.module, p / "adapter", raw)
-            if lora_spec is None or lora_spec.save_merged:
+            if self.spec.side_module is None and (lora_spec is None or lora_spec.save_merged):
                 sd = self._full_state_dict(raw)
                 hf = lora.base_model(self.engine.module)
                 hf.save_pretrained(str(p / "model"), state_dict=sd, safe_serialization=True)
@@ -528,7 +551,7 @@ class Learner:
     def load(self, path: str) -> None:
         """Restore weights, optimizer and scheduler from ``path/deepspeed``. Collective."""
         _, client = self.engine.load_checkpoint(
-            str(Path(path) / "deepspeed"), tag="state", load_module_strict=self.spec.lora is None
+            str(Path(path) / "deepspeed"), tag="state", load_module_strict=not self.frozen_base
         )
         self.steps = int((client or {}).get("learner_steps", 0))
 

@@ -56,6 +56,8 @@ class StrategyContext:
     skip_invalid: bool = (
         False  # data.skip_invalid: skip and count rows that cannot be used, instead of failing
     )
+    # Per-row side-module inputs (trainer/side_modules.py): samples -> TrainBatch.features; None: no side module
+    features: Callable[[list[Sample]], dict[str, Any]] | None = None
 
 
 StrategyFactory = Callable[[StrategyContext, Any], RolloutStrategy]

@@ -138,7 +138,8 @@ class SFTStrategy:
     def make_train_batch(self, batch: RolloutBatch) -> TrainBatch:
         s = batch.samples
         col = collate([x.prompt_ids for x in s], [x.response_ids for x in s], self.ctx.pad_id)
-        return TrainBatch(col.input_ids, col.attention_mask, [LossTerm("nll", 1.0, col.response_mask)])
+        tb = TrainBatch(col.input_ids, col.attention_mask, [LossTerm("nll", 1.0, col.response_mask)])
+        return _with_features(tb, s, self.ctx)
 
     def eval_batch(self, prompts: list[Prompt]) -> TrainBatch:
         return self.make_train_batch(RolloutBatch(self.rows.samples(prompts)))
@@ -167,11 +168,13 @@ class PreferenceStrategy:
         tb = preference_train_batch(batch.samples, o.loss, o.loss_options, self.ctx.pad_id, o.nll_coef)
         if o.precompute_reference and LOSSES[o.loss].needs_ref:
             tb.ref_logprobs = self._cached_reference(batch.samples, tb)
-        return tb
+        return _with_features(tb, batch.samples, self.ctx)
 
     def eval_batch(self, prompts: list[Prompt]) -> TrainBatch:
         o = self.options
-        return preference_train_batch(self.rows.samples(prompts), o.loss, o.loss_options, self.ctx.pad_id)
+        samples = self.rows.samples(prompts)
+        tb = preference_train_batch(samples, o.loss, o.loss_options, self.ctx.pad_id)
+        return _with_features(tb, samples, self.ctx)
 
     def _cached_reference(self, samples: list[Sample], tb: TrainBatch) -> torch.Tensor:
         keys = [(s.prompt.uid, int(s.meta["rank"])) for s in samples]
@@ -192,6 +195,13 @@ class PreferenceStrategy:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+def _with_features(tb: TrainBatch, samples: list[Sample], ctx: StrategyContext) -> TrainBatch:
+    """Attach the side module's per-row inputs (rows in the batch's order: one per sample)."""
+    if ctx.features is not None:
+        tb.features = ctx.features(samples)
+    return tb
 
 
 def _data_metrics(samples: list[Sample], tok: _RowTokenizer) -> dict[str, float]:
