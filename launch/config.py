@@ -45,7 +45,7 @@ class SideModuleConfig:
 class ModelConfig:
     path: str = "builtin:smollm2-135m-instruct"  # HF folder (safetensors), or builtin:NAME converted once into cache_dir
     cache_dir: str = "~/.cache/forge-rl/models"  # where builtin models are converted to
-    dtype: str = "bfloat16"  # learner and engine dtype: bfloat16 or float32
+    dtype: str = "bfloat16"  # learner and engine dtype: bfloat16, float32, or auto (bf16 where it is fast)
     gradient_checkpointing: bool = False  # trade learner compute for activation memory
     lora: LoraConfig = field(default_factory=LoraConfig)  # LoRA adapters on the learners (trainer/lora.py)
     # A trainable module around the frozen LM, fed through inputs_embeds (PPlug's user embedder)

@@ -94,6 +94,37 @@ def check_reward_signatures(cfg: RecipeConfig, train_set: Any, eval_set: Any) ->
             raise ConfigError(f"{key}: {e}") from None
 
 
+def bf16_is_fast() -> bool:
+    """Whether this machine has bf16 matrix instructions (a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX).
+
+    Without them torch runs bf16 matmuls through slow fallbacks: on an AVX2-only EPYC, SmolLM2-135M forward +
+    backward of 8 × 60 tokens took 165 s in bf16 against 8.8 s in fp32 (1 thread, a loaded box)."""
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    cpu = torch.cpu
+    return bool(
+        getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+        or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+    )
+
+
+def resolve_dtype(cfg: RecipeConfig) -> None:
+    """``model.dtype: auto`` becomes bfloat16 where bf16 is fast here, else float32 (printed, and written to the
+    run's recipe.yaml); an explicit bfloat16 where it is slow gets a one-line warning. Resolved on the driver's
+    machine: on a cluster whose driver has no GPU, set the dtype explicitly."""
+    fast = bf16_is_fast()
+    if cfg.model.dtype == "auto":
+        cfg.model.dtype = "bfloat16" if fast else "float32"
+        why = "bf16 instructions found" if fast else "no AVX512-BF16/AMX on this CPU"
+        print(f"model.dtype: auto -> {cfg.model.dtype} ({why})", flush=True)
+    elif cfg.model.dtype == "bfloat16" and not fast:
+        print(
+            "warning: model.dtype=bfloat16 on a CPU without AVX512-BF16/AMX: learner steps run ~20x slower than "
+            "float32 here; set model.dtype=auto or float32",
+            flush=True,
+        )
+
+
 def build_run(cfg: RecipeConfig) -> Run:
     from transformers import AutoTokenizer
 
@@ -113,6 +144,7 @@ def build_run(cfg: RecipeConfig) -> Run:
     from trainer.learner import LearnerSpec
 
     seed_everything(cfg.seed)
+    resolve_dtype(cfg)
     os.makedirs(cfg.output_dir, exist_ok=True)
     with open(os.path.join(cfg.output_dir, "recipe.yaml"), "w") as f:
         f.write(to_yaml(cfg))

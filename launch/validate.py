@@ -156,10 +156,10 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
 
     reg = load_registries()
     _check(
-        cfg.model.dtype in ("bfloat16", "float32"),
+        cfg.model.dtype in ("bfloat16", "float32", "auto"),
         origin,
         "model.dtype",
-        f"{cfg.model.dtype!r} is not bfloat16 or float32",
+        f"{cfg.model.dtype!r} is not bfloat16, float32 or auto",
     )
     if not cfg.model.path.startswith("builtin:"):
         p = Path(model_folder(cfg.model.path))

@@ -62,7 +62,9 @@ class TextEncoder:
         if self._model is not None:
             return
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # runs in the driver: no weight-loading bar on the run's console
         self._tok = AutoTokenizer.from_pretrained(self.model_path)
         if self._tok.pad_token_id is None:
             self._tok.pad_token = self._tok.eos_token

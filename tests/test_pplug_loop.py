@@ -44,7 +44,9 @@ def _batch(tok, e: int) -> TrainBatch:
         "history_mask": torch.tensor([[1.0, 1, 1], [1, 1, 0], [1, 0, 0], [0, 0, 0]]),
         "query": torch.randn(4, e, generator=g),
     }
-    return TrainBatch(col.input_ids, col.attention_mask, [LossTerm("nll", 1.0, col.response_mask)], features=feats)
+    return TrainBatch(
+        col.input_ids, col.attention_mask, [LossTerm("nll", 1.0, col.response_mask)], features=feats
+    )
 
 
 @pytest.mark.parametrize("world,stage", [(1, 0), (2, 2)])
@@ -120,6 +122,8 @@ def test_pplug_recipe_runs_and_lowers_heldout_nll(tiny_model, ray_cluster, tmp_p
     ckpt = CheckpointManager(str(out)).latest()
     assert (ckpt / "side_module" / "side_module.safetensors").is_file() and not (ckpt / "model").exists()
     module = side_modules.load(ckpt)
-    ids = torch.tensor([[5, 6, 7]])
-    f = {"history": torch.randn(1, 2, 128), "history_mask": torch.ones(1, 2), "query": torch.randn(1, 128)}
-    assert len(module.generate(ids, f, max_new_tokens=4, eos=-1)) <= 4  # greedy under the soft prefix
+    f = {"history": torch.randn(2, 2, 128), "history_mask": torch.ones(2, 2), "query": torch.randn(2, 128)}
+    batch = module.generate([[5, 6, 7], [8, 9]], f, max_new_tokens=4, eos=-1)  # greedy, left-padded
+    assert len(batch) == 2 and all(len(r) == 4 for r in batch)
+    alone = module.generate([[8, 9]], {k: v[1:] for k, v in f.items()}, max_new_tokens=4, eos=-1)
+    assert alone[0] == batch[1]  # padding changes nothing

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from trainer import lora, side_modules
 from trainer.batch import TrainBatch
 from trainer.lora import LoraSpec
-from trainer.side_modules import SideModuleSpec
 from trainer.losses import LossInputs, Reducer, get_loss, mismatch_stats
+from trainer.side_modules import SideModuleSpec
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,9 @@ class LearnerSpec:
     const_norm: float = 1.0  # denominator of the "constant" loss normalisation (Dr.GRPO: max_new_tokens)
     gradient_checkpointing: bool = False
     lora: LoraSpec | None = None  # peft LoRA adapters on a frozen base (trainer/lora.py); None: all weights
-    side_module: SideModuleSpec | None = None  # a trainable module around the frozen LM (trainer/side_modules.py)
+    side_module: SideModuleSpec | None = (
+        None  # a trainable module around the frozen LM (trainer/side_modules.py)
+    )
     seed: int = 0
     threads: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
@@ -262,7 +264,9 @@ class Learner:
         for rows in self._micro_plan(batch):
             micro = batch.select(rows or [0])
             ids, att = micro.input_ids.to(self.device), micro.attention_mask.to(self.device)
-            lp, _ = token_logprobs(self.engine, ids, att, self.spec.temperature, features=self._features(micro))
+            lp, _ = token_logprobs(
+                self.engine, ids, att, self.spec.temperature, features=self._features(micro)
+            )
             if not rows:  # a forward only to keep ZeRO-3's parameter gathers in step across ranks
                 continue
             inp = LossInputs(lp, lp, None if ref_lp is None else ref_lp[rows].to(self.device))
@@ -378,7 +382,12 @@ class Learner:
                 micro = replace(micro, terms=[replace(t, mask=torch.zeros_like(t.mask)) for t in micro.terms])
             ids, att = micro.input_ids.to(self.device), micro.attention_mask.to(self.device)
             lp, ent = token_logprobs(
-                self.engine, ids, att, self.spec.temperature, with_entropy=True, features=self._features(micro)
+                self.engine,
+                ids,
+                att,
+                self.spec.temperature,
+                with_entropy=True,
+                features=self._features(micro),
             )
             inp = LossInputs(
                 logprobs=lp,

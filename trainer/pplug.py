@@ -100,18 +100,24 @@ class PPlugModule(nn.Module):
         scores = torch.einsum("be,bhe->bh", q, k) / self.options.tau
         scores = scores.masked_fill(~mask, float("-inf"))
         has = mask.any(-1, keepdim=True)
-        w = torch.softmax(torch.where(has, scores, torch.zeros_like(scores)), -1) * mask * has  # no history: 0
+        w = (
+            torch.softmax(torch.where(has, scores, torch.zeros_like(scores)), -1) * mask * has
+        )  # no history: 0
         items = k * math.sqrt(k.shape[-1])  # unit scale per element, whatever the encoder's norms
         p_u = torch.einsum("bh,bhd->bd", w, self.mlp(items))
         return p_u, w
 
-    def prefix(self, batch: int, features: dict[str, torch.Tensor] | None, dtype: torch.dtype) -> torch.Tensor:
+    def prefix(
+        self, batch: int, features: dict[str, torch.Tensor] | None, dtype: torch.dtype
+    ) -> torch.Tensor:
         parts = []
         if self.options.instruction_tokens:
             parts.append(self.instruction.to(dtype).unsqueeze(0).expand(batch, -1, -1))
         if self.options.use_history:
             if not features:
-                raise ValueError("PPlug needs per-row features (history, history_mask, query): none were given")
+                raise ValueError(
+                    "PPlug needs per-row features (history, history_mask, query): none were given"
+                )
             parts.append(self.user_embedding(features)[0].to(dtype).unsqueeze(1))
         return torch.cat(parts, 1)
 
@@ -131,21 +137,33 @@ class PPlugModule(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, input_ids: torch.Tensor, features: dict[str, torch.Tensor] | None, max_new_tokens: int, eos: int
-    ) -> list[int]:
-        """Greedy continuation of one row (``input_ids`` [1, T]) under the soft prefix."""
-        tok = self.lm.get_input_embeddings()(input_ids)
-        x = torch.cat([self.prefix(1, features, tok.dtype), tok], 1)
+        self,
+        rows: list[list[int]],
+        features: dict[str, torch.Tensor] | None,
+        max_new_tokens: int,
+        eos: int,
+    ) -> list[list[int]]:
+        """Greedy continuations of token rows under their soft prefixes (one batch, left-padded)."""
+        emb = self.lm.get_input_embeddings()
+        dtype = emb.weight.dtype
+        pre = self.prefix(len(rows), features, dtype)
+        T = pre.shape[1] + max(len(r) for r in rows)
+        x = torch.zeros(len(rows), T, pre.shape[-1], dtype=dtype)
+        att = torch.zeros(len(rows), T, dtype=torch.long)
+        for b, r in enumerate(rows):  # left padding: every row's last token sits at the end
+            seq = torch.cat([pre[b], emb(torch.tensor(r))], 0)
+            x[b, T - len(seq) :] = seq
+            att[b, T - len(seq) :] = 1
         out = self.lm.generate(
             inputs_embeds=x,
-            attention_mask=torch.ones(x.shape[:2], dtype=torch.long),
+            attention_mask=att,
             max_new_tokens=max_new_tokens,
             do_sample=False,
             eos_token_id=eos,
             pad_token_id=eos,
         )
-        ids = out[0].tolist()
-        return ids[: ids.index(eos)] if eos in ids else ids
+        ids = out.tolist()
+        return [r[: r.index(eos)] if eos in r else r for r in ids]
 
 
 def _encoder_dim(options: PPlugOptions, lm: Any) -> int:

@@ -110,7 +110,7 @@ def test_side_module_save_load_round_trip(tiny_model, tmp_path):
     ids = torch.randint(4, 50, (1, 5))
     f = _features(1, 2, m.lm.config.hidden_size)
     assert torch.allclose(back(ids, torch.ones_like(ids), f).logits, m(ids, torch.ones_like(ids), f).logits)
-    with pytest.raises(FileNotFoundError, match="side_module.json"):
+    with pytest.raises(FileNotFoundError, match=r"side_module\.json"):
         side_modules.load(tmp_path / "nowhere")
 
 
@@ -153,7 +153,7 @@ def test_history_features_pad_per_batch_and_name_bad_rows(tiny_model, tmp_path):
     f = build(rows)
     assert f["history"].shape[:2] == (2, 2) and f["query"].shape[0] == 2
     assert f["history_mask"].tolist() == [[1.0, 1.0], [0.0, 0.0]]  # the last 2 items; an empty history
-    with pytest.raises(ValueError, match="'c'.*no 'history' column"):
+    with pytest.raises(ValueError, match=r"'c'.*no 'history' column"):
         history_features(opts, FeatureContext(tiny_model, [Prompt("c", "t", None, None, {})]))
     assert history_features(PPlugOptions(use_history=False), FeatureContext(tiny_model, []))(rows) == {}
 
@@ -178,9 +178,12 @@ def test_pplug_data_history_retrieval_and_session_split(tmp_path):
     assert top_k("spring bean scope", ["maven build", "spring bean lifecycle", "jvm heap"], 1) == [
         "spring bean lifecycle"
     ]
-    assert "- (none)" in rows([Session("8", [LoggedQuery("a", [], {}), LoggedQuery("b", [], {})])], 3)[0][
-        "prompt_retrieval"
-    ]
+    assert (
+        "- (none)"
+        in rows([Session("8", [LoggedQuery("a", [], {}), LoggedQuery("b", [], {})])], 3)[0][
+            "prompt_retrieval"
+        ]
+    )
 
     shared = ROOT.parent / "shared" / "data" / "llm" / "cosobe_query_sessions" / "sessions.jsonl"
     if not shared.is_file():
@@ -213,6 +216,6 @@ def test_recipe_checks_name_the_side_module_problem(tmp_path, monkeypatch):
         "strategy.name=grpo": "not given the side module's per-row soft prompts",
     }
     for override, msg in cases.items():
-        with pytest.raises(ConfigError, match="model.side_module") as e:
+        with pytest.raises(ConfigError, match=r"model\.side_module") as e:
             load_recipe(recipe, [*base, override])
         assert msg in str(e.value), (override, str(e.value))
