@@ -3,6 +3,7 @@
     python -m launch.eval CHECKPOINT_OR_RECIPE --data FILE_OR_NAME [FILE_OR_NAME ...] [--k 8]
         [--num-prompts N] [--max-new-tokens 512] [--temperature 1.0] [--out results.json]
         [--engine vllm|hf] [--template T] [--threads N] ...
+    python -m launch.eval --task chronoqa ...   (another task: :data:`TASKS`; launch/chronoqa.py)
 
 CHECKPOINT_OR_RECIPE is one of
 
@@ -56,6 +57,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TEMPLATE = "{text}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
 DEFAULTS = {"max_new_tokens": 512, "temperature": 1.0, "engine": "vllm", "dtype": "bfloat16"}
+
+
+# Evaluation tasks besides the default (math-style datasets, this module): name → "module:main", each with its
+# own command line (``python -m launch.eval --task NAME --help``), imported only when asked for.
+TASKS: dict[str, str] = {"chronoqa": "launch.chronoqa_eval:main"}
 
 
 class EvalError(ValueError):
@@ -364,6 +370,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m launch.eval", description=__doc__.split("\n")[0])
     ap.add_argument("target", metavar="CHECKPOINT_OR_RECIPE")
     ap.add_argument(
+        "--task", choices=sorted(TASKS), default=None, help="another task, own options: --task NAME --help"
+    )
+    ap.add_argument(
         "--data",
         nargs="+",
         action="extend",
@@ -411,6 +420,10 @@ def _settings(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
         "engine": r.rollout.engine,
         "dtype": r.model.dtype,
     }
+    if rec["dtype"] == "auto":
+        from launch.setup import bf16_is_fast
+
+        rec["dtype"] = "bfloat16" if bf16_is_fast() else "float32"
     s = {key: getattr(args, key) for key in DEFAULTS}
     for key, val in s.items():
         if val is None:
@@ -437,6 +450,14 @@ def _settings(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     from launch.config import ConfigError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--task", choices=sorted(TASKS), default=None)
+    known, rest = pre.parse_known_args(argv)
+    if known.task is not None:
+        from launch.components import import_object
+
+        return import_object(TASKS[known.task])(rest)
     args = parse_args(argv)
     try:
         target = resolve_target(args.target)

@@ -8,6 +8,8 @@
 - :mod:`rewards.guards`    ``copied_expression``: an answer that copies the question's expression.
 - :mod:`rewards.gqr`       GQR: the query-list prompt, list parsing and scores; ``gqr_ctr`` (list CTR from a
   frozen CTR model), ``gqr_hit`` (hit@n) and the list monitors ``gqr_malformed`` / ``gqr_short`` / ``gqr_valid``.
+- :mod:`rewards.chronoqa`  ``chronoqa``: ChronoQA answer check (normalised containment / exact, yes/no by
+  polarity) and the answer-check registry of ``launch.eval --task chronoqa``.
 - :mod:`rewards.ctr_model` GQR's CTR model over (query, candidate): features, trainer CLI, cached loader.
 - :mod:`rewards.scorer`    ``RewardScorer``: calls every plugin once per batch, isolated in a worker process,
   and fills in ``Sample.reward`` / ``reward_details`` / ``correct``.
