@@ -199,7 +199,9 @@ def test_builtins_registered_without_math_verify() -> None:
     code = "import sys, rewards.registry as r; print(sorted(r.REWARDS), 'math_verify' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     gqr = "'gqr_ctr', 'gqr_hit', 'gqr_malformed', 'gqr_short', 'gqr_valid'"  # GQR's CTR model loads torch lazily
-    assert out.strip() == f"['chronoqa', 'copied_expression', 'format', {gqr}, 'math', 'overlong'] False False"
+    assert (
+        out.strip() == f"['chronoqa', 'copied_expression', 'format', {gqr}, 'math', 'overlong'] False False"
+    )
 
 
 def test_register_reward() -> None:
