@@ -52,7 +52,8 @@ def run_dataset(name: str, objective: str, args: argparse.Namespace) -> tuple[di
 
 
 def fmt(m: dict, prefix: str, key: str) -> str:
-    return f"{m[f'{prefix}_{key}_mean']:.2f} ± {m[f'{prefix}_{key}_std']:.2f}"
+    agg = m["metrics"][f"{prefix}/{key}"]
+    return f"{agg['mean']:.2f} ± {agg['std']:.2f}"
 
 
 def table(rows: list[tuple[str, dict, float]]) -> str:
@@ -63,13 +64,16 @@ def table(rows: list[tuple[str, dict, float]]) -> str:
     for name, m, wall in rows:
         ref = "/".join(f"{v:.2f}" for v in REFERENCE.get(name, ())) or "-"
         protocols = [("best", "best epoch"), ("last", "final epoch")]
-        if "single_acc_mean" in m:  # the released code's evaluation: one single-init k-means per epoch
+        if "selected/acc" in m["metrics"]:  # the label-free headline: highest-silhouette evaluation epoch
+            protocols.insert(0, ("selected", "max-silhouette epoch (no labels)"))
+        if "single/acc" in m["metrics"]:  # the released code's evaluation: one single-init k-means per epoch
             protocols.append(("single", "best epoch, 1-init k-means"))
+        train_s = sum(s["train_seconds"] for s in m["per_seed"]) / len(m["per_seed"])
         for prefix, label in protocols:
             cells = " | ".join(fmt(m, prefix, k) for k in ("acc", "nmi", "ari", "f1"))
             lines.append(
-                f"| {name} | {m['objective']} | {m['seeds']} | {label} | {cells} | {ref if prefix == 'best' else ''} | "
-                f"{m['train_seconds_per_seed']:.1f} | {wall:.0f} |"
+                f"| {name} | {m['config']['objective']} | {len(m['run']['seeds'])} | {label} | {cells} | "
+                f"{ref if prefix == 'best' else ''} | {train_s:.1f} | {wall:.0f} |"
             )
     return "\n".join(lines)
 

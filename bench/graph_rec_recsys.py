@@ -3,7 +3,8 @@
     python bench/graph_rec_recsys.py [--long] [--only LABEL ...] [--render-only] [--out FILE]
 
 Runs every ``python -m graph_rec train ...`` command below in sequence (one CPU thread each), saves each
-run's metrics JSON under runs/graph_rec/bench/, and prints a markdown table per task with wall times.
+run's result file under runs/graph_rec/bench/, and prints a markdown table per task with wall times (cells are
+seed means; ``python -m graph_rec report runs/graph_rec/bench`` prints mean ± std and the step budgets).
 Epoch counts are sized for a shared 2-core CPU, far below the papers' (see graph_rec/RESULTS_recsys.md).
 ``--only LABEL`` reruns those rows and re-renders the tables from the saved JSON; ``--long`` adds 3x-epoch runs.
 """
@@ -19,9 +20,9 @@ from pathlib import Path
 
 OUT_DIR = Path("runs/graph_rec/bench")
 
-SPLIT = "--dataset amazon_cdr/electronic_phone --protocol split --epochs 10 --eval-every 2 --batch-size 4096"
-CROSS = "--epochs 8 --batch-size 8192"
-CTR_AMAZON = "--dataset amazon_cdr/phone_electronic"
+SPLIT = "--threads 1 --dataset amazon_cdr/electronic_phone --protocol split --epochs 10 --eval-every 2 --batch-size 4096"
+CROSS = "--threads 1 --epochs 8 --batch-size 8192"
+CTR_AMAZON = "--threads 1 --dataset amazon_cdr/phone_electronic"
 
 # label -> CLI arguments after `python -m graph_rec train`
 RUNS: dict[str, str] = {
@@ -35,8 +36,8 @@ RUNS: dict[str, str] = {
     "sc/bitgcf": f"bitgcf --dataset amazon_cdr/sport_cloth {CROSS}",
     "sc/lightgcn_sport": f"lightgcn --protocol loo --dataset amazon_cdr/sport_cloth {CROSS}",
     "sc/lightgcn_cloth": f"lightgcn --protocol loo --dataset amazon_cdr/cloth_sport {CROSS}",
-    "ctr_syn/fm": "fm --dataset synthetic --epochs 15 --lr 1e-2 --batch-size 256",
-    "ctr_syn/gmt": "gmt --dataset synthetic --epochs 6 --lr 1e-2 --batch-size 128",
+    "ctr_syn/fm": "fm --threads 1 --dataset synthetic --epochs 15 --lr 1e-2 --batch-size 256",
+    "ctr_syn/gmt": "gmt --threads 1 --dataset synthetic --epochs 6 --lr 1e-2 --batch-size 128",
     "ctr_amz/fm": f"fm {CTR_AMAZON} --epochs 3 --lr 1e-2 --batch-size 1024",
     "ctr_amz/gmt": f"gmt {CTR_AMAZON} --epochs 1 --lr 3e-3 --batch-size 512",
 }
@@ -63,7 +64,7 @@ def run(label: str, args: str) -> None:
         print(f"[{label}] FAILED\n{proc.stderr[-2000:]}", file=sys.stderr)
         return
     data = json.loads(out.read_text())
-    data.update(command="python -m graph_rec train " + args, process_wall_seconds=round(wall, 1))
+    data.update(bench_command="python -m graph_rec train " + args, process_wall_seconds=round(wall, 1))
     out.write_text(json.dumps(data, indent=2, sort_keys=True))
     print(f"[{label}] done in {wall:.0f}s", file=sys.stderr)
 
@@ -77,6 +78,12 @@ def _wall(x: object) -> str:
     return f"{x:.0f}" if isinstance(x, (int, float)) and x else "–"
 
 
+def _m(d: dict, key: str) -> float | None:
+    """Seed mean of metric ``key`` in a result file (None when absent)."""
+    agg = d.get("metrics", {}).get(key)
+    return agg["mean"] if agg else None
+
+
 def _fmt(x: object) -> str:
     return f"{x:.4f}" if isinstance(x, float) else ("–" if x is None else str(x))
 
@@ -87,11 +94,12 @@ def render() -> str:
     lines += ["| model | " + " | ".join(keys) + " | best epoch | wall s |", "|---" * (len(keys) + 3) + "|"]
     for lab in ("split/lightgcn", "split/hgformer"):
         d = _load(lab) or {}
-        vals = [_fmt(d.get(f"test_{k}")) for k in keys]
+        vals = [_fmt(_m(d, f"test/{k}")) for k in keys]
+        best_epoch = d["per_seed"][0]["extra"].get("best_epoch") if d else None
         lines.append(
             f"| {lab.split('/')[1]} | "
             + " | ".join(vals)
-            + f" | {_fmt(d.get('best_epoch'))} | {_wall(d.get('process_wall_seconds'))} |"
+            + f" | {_fmt(best_epoch)} | {_wall(d.get('process_wall_seconds'))} |"
         )
     for pair, (a, b), rows in (
         ("pe", ("phone_electronic", "electronic_phone"), ("hcts", "bitgcf", "lightgcn")),
@@ -110,13 +118,13 @@ def render() -> str:
             if m == "lightgcn":
                 da = _load(f"{pair}/lightgcn_{a.split('_')[0]}") or {}
                 db = _load(f"{pair}/lightgcn_{b.split('_')[0]}") or {}
-                va = [da.get("test_hr@10"), da.get("test_ndcg@10")]
-                vb = [db.get("test_hr@10"), db.get("test_ndcg@10")]
+                va = [_m(da, "test/hr@10"), _m(da, "test/ndcg@10")]
+                vb = [_m(db, "test/hr@10"), _m(db, "test/ndcg@10")]
                 wall = (da.get("process_wall_seconds") or 0) + (db.get("process_wall_seconds") or 0)
             else:
                 d = _load(f"{pair}/{m}") or {}
-                va = [d.get(f"{a}_hr@10"), d.get(f"{a}_ndcg@10")]
-                vb = [d.get(f"{b}_hr@10"), d.get(f"{b}_ndcg@10")]
+                va = [_m(d, "test/hr@10"), _m(d, "test/ndcg@10")]
+                vb = [_m(d, "test_partner/hr@10"), _m(d, "test_partner/ndcg@10")]
                 wall = d.get("process_wall_seconds")
             lines.append(f"| {m} | " + " | ".join(_fmt(v) for v in va + vb) + f" | {_wall(wall)} |")
     if any(_load(lab) for lab in LONG_RUNS):
@@ -130,13 +138,12 @@ def render() -> str:
         for lab in LONG_RUNS:
             d = _load(lab) or {}
             wall = _wall(d.get("process_wall_seconds"))
-            for key in ("test_recall@20", "test_ndcg@20", "test_hr@10", "test_ndcg@10"):
-                if key in d:
-                    lines.append(f"| {lab} | {key[5:]} | {_fmt(d[key])} | {wall} |")
-            for key in sorted(
-                k for k in d if k.endswith(("_hr@10", "_ndcg@10")) and not k.startswith("test_")
-            ):
-                lines.append(f"| {lab} | {key} | {_fmt(d[key])} | {wall} |")
+            for key in ("test/recall@20", "test/ndcg@20", "test/hr@10", "test/ndcg@10"):
+                if _m(d, key) is not None:
+                    lines.append(f"| {lab} | {key} | {_fmt(_m(d, key))} | {wall} |")
+            for key in ("test_partner/hr@10", "test_partner/ndcg@10"):
+                if _m(d, key) is not None:
+                    lines.append(f"| {lab} | {key} | {_fmt(_m(d, key))} | {wall} |")
     lines += [
         "",
         "## CTR: AUC / LogLoss",
@@ -147,8 +154,8 @@ def render() -> str:
     for lab in ("ctr_syn/fm", "ctr_syn/gmt", "ctr_amz/fm", "ctr_amz/gmt"):
         d = _load(lab) or {}
         lines.append(
-            f"| {d.get('dataset', lab)} | {lab.split('/')[1]} | {_fmt(d.get('test_auc'))} | {_fmt(d.get('test_logloss'))} "
-            f"| {_fmt(d.get('oracle_auc'))} | {_wall(d.get('process_wall_seconds'))} |"
+            f"| {d.get('dataset', lab)} | {lab.split('/')[1]} | {_fmt(_m(d, 'test/auc'))} | "
+            f"{_fmt(_m(d, 'test/logloss'))} | {_fmt(_m(d, 'oracle/auc'))} | {_wall(d.get('process_wall_seconds'))} |"
         )
     lines += ["", "Commands (`python -m graph_rec train ...`):", ""]
     lines += [f"- `{lab}`: `{args}`" for lab, args in {**RUNS, **LONG_RUNS}.items()]

@@ -67,13 +67,14 @@ def main(argv: list[str] | None = None) -> None:
     tags = ["_".join(f"{k}{v}" for k, v in s.items()) for s in settings]
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda st: run_one(st[0], args, st[1]), zip(settings, tags)))
-    rows = sorted(zip(settings, results), key=lambda r: -r[1][0]["best_acc_mean"])
+    rows = sorted(zip(settings, results), key=lambda r: -r[1][0]["metrics"]["best/acc"]["mean"])
     print(f"| {' | '.join(keys)} | best-epoch ACC | final-epoch ACC | NMI (best) | s/run |")
     print("|" + "---|" * (len(keys) + 4))
     for setting, (m, wall) in rows:
+        best, last, nmi = (m["metrics"][k] for k in ("best/acc", "last/acc", "best/nmi"))
         print(
-            f"| {' | '.join(setting[k] for k in keys)} | {m['best_acc_mean']:.2f} ± {m['best_acc_std']:.2f} | "
-            f"{m['last_acc_mean']:.2f} ± {m['last_acc_std']:.2f} | {m['best_nmi_mean']:.2f} | {wall:.0f} |",
+            f"| {' | '.join(setting[k] for k in keys)} | {best['mean']:.2f} ± {best['std']:.2f} | "
+            f"{last['mean']:.2f} ± {last['std']:.2f} | {nmi['mean']:.2f} | {wall:.0f} |",
             flush=True,
         )
 

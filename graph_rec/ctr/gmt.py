@@ -57,7 +57,7 @@ def knn_mask(nb: Neighbourhood, x0: torch.Tensor, knn: int) -> torch.Tensor:
 
 @register_mask("complete")
 def complete_mask(nb: Neighbourhood, x0: torch.Tensor, knn: int) -> torch.Tensor:
-    return torch.ones(len(nb.nodes), nb.nodes.shape[1], nb.nodes.shape[1], dtype=torch.bool)
+    return torch.ones(len(nb.nodes), nb.nodes.shape[1], nb.nodes.shape[1], dtype=torch.bool, device=x0.device)
 
 
 class MaskedAttentionLayer(nn.Module):
@@ -114,7 +114,7 @@ class GMT(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(4 * dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, 1))
 
     def allowed(self, nb: Neighbourhood, x0: torch.Tensor) -> torch.Tensor:
-        eye = torch.eye(nb.nodes.shape[1], dtype=torch.bool)
+        eye = torch.eye(nb.nodes.shape[1], dtype=torch.bool, device=x0.device)
         keys_ok = nb.valid.unsqueeze(1)
         per_mask = [(MASKS[m](nb, x0, self.knn) & keys_ok) | eye for m in self.masks]
         return torch.stack(per_mask, 1).repeat_interleave(self.heads_per_mask, dim=1)

@@ -44,6 +44,12 @@ class Neighbourhood:
     role: torch.Tensor  # (T,) long index into ROLES
     adj: torch.Tensor  # (B, T, T) bool, induced-subgraph edges between valid tokens (no self-loops)
 
+    def to(self, device: torch.device) -> Neighbourhood:
+        """The same batch on ``device`` (the sampler draws on the CPU; the model may live elsewhere)."""
+        return Neighbourhood(
+            *(t.to(device) for t in (self.nodes, self.valid, self.side, self.role, self.adj))
+        )
+
 
 class NeighbourSampler:
     def __init__(self, hin: HIN, n1: int = 6, n2: int = 6) -> None:

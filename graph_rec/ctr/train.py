@@ -22,6 +22,7 @@ from graph_rec.ctr.fm import FM
 from graph_rec.ctr.gmt import GMT, consistency
 from graph_rec.ctr.hin import Clicks
 from graph_rec.ctr.sampler import NeighbourSampler
+from graph_rec.recsys.train import model_device
 
 
 class CTRLearner(Protocol):
@@ -36,7 +37,9 @@ class GMTLearner(nn.Module):
         self.model, self.sampler, self.n_samples, self.lam = model, sampler, n_samples, lam
 
     def _runs(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        outs = [self.model(self.sampler.sample(users, items)) for _ in range(self.n_samples)]
+        # The sampler's CSR lives on the CPU; each sampled neighbourhood moves to the model's device.
+        dev, u, i = users.device, users.cpu(), items.cpu()
+        outs = [self.model(self.sampler.sample(u, i).to(dev)) for _ in range(self.n_samples)]
         return torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs])  # (S, B), (S, B, D)
 
     def loss(self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -77,21 +80,30 @@ def ctr_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     }
 
 
+@dataclass
+class CTRFitResult:
+    history: list[dict[str, float]]  # one row per epoch: epoch, mean training loss
+    steps: int  # optimiser steps taken
+    train_seconds: float
+
+
 @torch.no_grad()
 def predict_all(learner: nn.Module, clicks: Clicks, batch_size: int = 4096) -> np.ndarray:
     learner.eval()
+    dev = model_device(learner)
     out = []
     for s in range(0, len(clicks.labels), batch_size):
-        u = torch.from_numpy(clicks.users[s : s + batch_size])
-        i = torch.from_numpy(clicks.items[s : s + batch_size])
-        out.append(learner.predict(u, i))
+        u = torch.from_numpy(clicks.users[s : s + batch_size]).to(dev)
+        i = torch.from_numpy(clicks.items[s : s + batch_size]).to(dev)
+        out.append(learner.predict(u, i).cpu())
     return torch.cat(out).numpy()
 
 
-def fit_ctr(learner: nn.Module, train: Clicks, cfg: CTRFitConfig, seed: int) -> float:
-    """Train; returns the training wall time in seconds."""
+def fit_ctr(learner: nn.Module, train: Clicks, cfg: CTRFitConfig, seed: int) -> CTRFitResult:
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(learner.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    dev = model_device(learner)
+    result = CTRFitResult([], 0, 0.0)
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         learner.train()
@@ -100,13 +112,16 @@ def fit_ctr(learner: nn.Module, train: Clicks, cfg: CTRFitConfig, seed: int) -> 
         for s in range(0, len(order), cfg.batch_size):
             idx = order[s : s + cfg.batch_size]
             loss = learner.loss(
-                torch.from_numpy(train.users[idx]),
-                torch.from_numpy(train.items[idx]),
-                torch.from_numpy(train.labels[idx]),
+                torch.from_numpy(train.users[idx]).to(dev),
+                torch.from_numpy(train.items[idx]).to(dev),
+                torch.from_numpy(train.labels[idx]).to(dev),
             )
             opt.zero_grad()
             loss.backward()
             opt.step()
             total, steps = total + loss.item(), steps + 1
+        result.steps += steps
+        result.history.append({"epoch": epoch, "loss": total / max(steps, 1)})
         cfg.log(f"epoch={epoch} loss={total / max(steps, 1):.4f}")
-    return time.perf_counter() - t0
+    result.train_seconds = time.perf_counter() - t0
+    return result

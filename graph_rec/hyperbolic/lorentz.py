@@ -68,7 +68,7 @@ def inner(x: torch.Tensor, y: torch.Tensor, keepdim: bool = False) -> torch.Tens
 def origin(dim: int, k: float | torch.Tensor = 1.0, dtype: torch.dtype | None = None) -> torch.Tensor:
     """The origin (sqrt K, 0, ..., 0) of the d-dimensional hyperboloid (a (d+1)-vector)."""
     kk = as_k(k)
-    o = torch.zeros(dim + 1, dtype=dtype or kk.dtype)
+    o = torch.zeros(dim + 1, dtype=dtype or kk.dtype, device=kk.device)
     o[0] = kk.sqrt()
     return o
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_info_score
+from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_info_score, silhouette_score
 from threadpoolctl import threadpool_limits
 
 
@@ -65,6 +65,18 @@ def kmeans(
     with threadpool_limits(1):
         labels = km.fit_predict(np.asarray(embeddings, dtype=np.float64))
     return labels.astype(np.int64), km.cluster_centers_.astype(np.float32)
+
+
+def silhouette(embeddings: np.ndarray, pred: np.ndarray, seed: int = 0, sample: int = 3000) -> float:
+    """Cosine silhouette of a partition (label-free, in [-1, 1]); at most ``sample`` nodes (seeded) so the
+    O(n²) distance matrix stays small on large graphs. A partition with one cluster scores -1."""
+    if len(np.unique(pred)) < 2:
+        return -1.0
+    n = len(pred)
+    with threadpool_limits(1):
+        return float(
+            silhouette_score(embeddings, pred, metric="cosine", sample_size=min(n, sample), random_state=seed)
+        )
 
 
 def mean_std(runs: list[dict[str, float]]) -> dict[str, float]:

@@ -61,7 +61,7 @@ class BiTGCF(nn.Module):
         return {"a": (sa[:n], sa[n:]), "b": (sb[:n], sb[n:])}
 
     def loss(self, reps: dict, batch: dict[str, Triples]) -> torch.Tensor:
-        total = torch.zeros(())
+        total = torch.zeros((), device=self.lam_a.device)
         for d in "ab":
             u, it = reps[d]
             b = batch[d]

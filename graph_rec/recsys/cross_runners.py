@@ -1,60 +1,95 @@
 """CLI runners for the cross-domain recommenders: ``hcts`` and ``bitgcf``.
 
 ``--dataset amazon_cdr/X_Y`` names the pair (X, Y): domain A = folder ``X_Y``, domain B = folder ``Y_X``.
-Both domains are trained jointly and both are evaluated (leave-one-out against 99 negatives; metric keys are
-prefixed by the domain folder, e.g. ``sport_cloth_hr@10`` is the Sports domain). The single-domain LightGCN
-reference for the same protocol is ``python -m graph_rec train lightgcn --protocol loo --dataset amazon_cdr/X_Y``.
+Both domains are trained jointly and both are evaluated (leave-one-out against 99 negatives): domain A's
+metrics are ``test/hr@K``, ``test/ndcg@K``, ``test/mrr`` — the same keys, on the same test rows, as
+``python -m graph_rec train lightgcn --protocol loo --dataset amazon_cdr/X_Y`` — and domain B's are
+``test_partner/*``. Sampled negatives (Sports/Clothing) are drawn with ``--split-seed``.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from graph_rec.experiment import ModelSpec, RunContext, SeedOutcome
 from graph_rec.recsys.bitgcf import BiTGCF
 from graph_rec.recsys.cross_train import evaluate_cross, fit_cross
-from graph_rec.recsys.data import CrossDomainPair, load_cross_domain, norm_adj
+from graph_rec.recsys.data import (
+    CrossDomainPair,
+    load_cross_domain,
+    norm_adj,
+    partner_folder,
+    resolve_dataset,
+)
 from graph_rec.recsys.hcts import HCTS
 from graph_rec.recsys.train import FitConfig
 from graph_rec.registry import register_model
 
-CrossBuilder = Callable[[argparse.Namespace, CrossDomainPair], torch.nn.Module]
+
+@dataclass
+class CrossConfig:
+    # An epoch is as many steps as the larger domain needs to cover its interactions once (cross_train.py).
+    epochs: int = 40
+    lr: float = 5e-3
+    batch_size: int = 4096  # triples per domain per optimiser step
+    dim: int = 64
+    layers: int = 3
 
 
-def _common(p: argparse.ArgumentParser, epochs: int, lr: float) -> None:
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--lr", type=float, default=lr)
-    p.add_argument("--batch-size", type=int, default=4096)
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--layers", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: the CPU is shared)")
+@dataclass
+class HCTSConfig(CrossConfig):
+    margin: float = 0.1  # hinge margin on squared distance
+    lambda_cts: float = 0.01  # weight of the contrastive transfer terms
+    tau: float = 0.1  # contrastive temperature
+    n_neg: int = 3  # negatives per contrastive anchor
+    lambda_norm: float = 0.1  # weight of the tangent-norm regulariser
+    cts_batch: int = 1024  # anchors per step in the contrastive terms
 
 
-def run_cross(args: argparse.Namespace, build: CrossBuilder) -> dict[str, Any]:
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    pair = load_cross_domain(args.dataset, args.data_root, seed=args.seed)
-    model = build(args, pair)
-    cfg = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-    res = fit_cross(model, pair, cfg, args.seed)
-    out: dict[str, Any] = {"model": args.model, "dataset": args.dataset, "epochs": args.epochs}
-    out.update(evaluate_cross(model, pair))
-    out.update(
-        negatives_a=pair.a.test.negatives_from, negatives_b=pair.b.test.negatives_from,
-        negatives_positives_replaced_a=pair.a.test.positives_replaced,
-        negatives_positives_replaced_b=pair.b.test.positives_replaced,
-        train_seconds=round(res.train_seconds, 1), wall_seconds=round(time.perf_counter() - t0, 1),
-    )  # fmt: skip
-    if isinstance(model, HCTS):
-        out.update(curvature_a=model.enc["a"].k.item(), curvature_b=model.enc["b"].k.item())
-    return out
+@dataclass
+class BiTGCFConfig(CrossConfig):
+    reg: float = 1e-4  # L2 on the batch's layer-0 embeddings
+
+
+CrossBuilder = Callable[[Any, CrossDomainPair], torch.nn.Module]
+
+
+def pair_folders(ctx: RunContext) -> list[Path]:
+    a = resolve_dataset(ctx.dataset, ctx.data_root)
+    return [a, partner_folder(a)]
+
+
+def load(ctx: RunContext) -> CrossDomainPair:
+    return load_cross_domain(ctx.dataset, ctx.data_root, seed=ctx.split_seed)
+
+
+def describe(pair: CrossDomainPair) -> dict[str, Any]:
+    return {
+        "users": pair.a.n_users, "items": [pair.a.n_items, pair.b.n_items],
+        "train_interactions": [int(pair.a.train.nnz), int(pair.b.train.nnz)],
+        "negatives": [pair.a.test.negatives_from, pair.b.test.negatives_from],
+        "negatives_positives_replaced": [pair.a.test.positives_replaced, pair.b.test.positives_replaced],
+    }  # fmt: skip
+
+
+def run_seed_with(build: CrossBuilder) -> Callable[[Any, CrossDomainPair, int, RunContext], SeedOutcome]:
+    def run_seed(cfg: CrossConfig, pair: CrossDomainPair, seed: int, ctx: RunContext) -> SeedOutcome:
+        model = build(cfg, pair).to(ctx.device)
+        res = fit_cross(model, pair, FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr), seed)
+        per_domain = evaluate_cross(model, pair)
+        metrics = {f"test/{k}": v for k, v in per_domain["a"].items()}
+        metrics.update({f"test_partner/{k}": v for k, v in per_domain["b"].items()})
+        extra = {}
+        if isinstance(model, HCTS):
+            extra = {"curvature_a": model.enc["a"].k.item(), "curvature_b": model.enc["b"].k.item()}
+        return SeedOutcome(metrics, res.steps, res.history, res.train_seconds, extra)
+
+    return run_seed
 
 
 def _graphs(pair: CrossDomainPair) -> dict[str, Any]:
@@ -66,41 +101,40 @@ def _graphs(pair: CrossDomainPair) -> dict[str, Any]:
     }
 
 
-def _hcts_args(p: argparse.ArgumentParser) -> None:
-    _common(p, epochs=40, lr=5e-3)
-    p.add_argument("--margin", type=float, default=0.1)
-    p.add_argument("--lambda-cts", type=float, default=0.01)
-    p.add_argument("--tau", type=float, default=0.1)
-    p.add_argument("--n-neg", type=int, default=3, help="negatives per contrastive anchor")
-    p.add_argument("--lambda-norm", type=float, default=0.1)
-    p.add_argument("--cts-batch", type=int, default=1024, help="anchors per step in the contrastive terms")
+def _hcts(c: HCTSConfig, pair: CrossDomainPair) -> torch.nn.Module:
+    return HCTS(
+        **_graphs(pair), dim=c.dim, layers=c.layers, margin=c.margin, lambda_cts=c.lambda_cts, tau=c.tau,
+        n_neg=c.n_neg, lambda_norm=c.lambda_norm, cts_batch=c.cts_batch,
+    )  # fmt: skip
 
 
-@register_model(
-    "hcts", "HCTS: hyperbolic contrastive cross-domain transfer (both domains of a pair)", _hcts_args
-)
-def run_hcts(args: argparse.Namespace) -> dict[str, Any]:
-    return run_cross(
-        args,
-        lambda a, pair: HCTS(
-            **_graphs(pair),
-            dim=a.dim,
-            layers=a.layers,
-            margin=a.margin,
-            lambda_cts=a.lambda_cts,
-            tau=a.tau,
-            n_neg=a.n_neg,
-            lambda_norm=a.lambda_norm,
-            cts_batch=a.cts_batch,
-        ),
+def _spec(name: str, help: str, config: type, build: CrossBuilder) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        help=help,
+        config=config,
+        load=load,
+        run_seed=run_seed_with(build),
+        headline=lambda cfg: ("test/hr@10", "test/ndcg@10", "test_partner/hr@10", "test_partner/ndcg@10"),
+        variant=lambda cfg: "loo",
+        describe=describe,
+        data_folders=pair_folders,
     )
 
 
-def _bitgcf_args(p: argparse.ArgumentParser) -> None:
-    _common(p, epochs=40, lr=5e-3)
-    p.add_argument("--reg", type=float, default=1e-4)
-
-
-@register_model("bitgcf", "BiTGCF-style Euclidean cross-domain transfer baseline", _bitgcf_args)
-def run_bitgcf(args: argparse.Namespace) -> dict[str, Any]:
-    return run_cross(args, lambda a, pair: BiTGCF(**_graphs(pair), dim=a.dim, layers=a.layers, reg=a.reg))
+HCTS_SPEC = register_model(
+    _spec(
+        "hcts",
+        "HCTS: hyperbolic contrastive cross-domain transfer (both domains of a pair)",
+        HCTSConfig,
+        _hcts,
+    )
+)
+BITGCF_SPEC = register_model(
+    _spec(
+        "bitgcf",
+        "BiTGCF-style Euclidean cross-domain transfer baseline",
+        BiTGCFConfig,
+        lambda c, pair: BiTGCF(**_graphs(pair), dim=c.dim, layers=c.layers, reg=c.reg),
+    )
+)

@@ -17,7 +17,7 @@ import torch
 
 from graph_rec.recsys.data import CrossDomainPair
 from graph_rec.recsys.metrics import ScoreFn, sampled_ranking
-from graph_rec.recsys.train import FitConfig, FitResult, NegativeSampler
+from graph_rec.recsys.train import FitConfig, FitResult, NegativeSampler, model_device
 
 DOMAINS = ("a", "b")
 
@@ -45,17 +45,19 @@ def fit_cross(model: torch.nn.Module, pair: CrossDomainPair, cfg: FitConfig, see
     steps = math.ceil(max(pair.a.train.nnz, pair.b.train.nnz) / cfg.batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     result = FitResult(best_epoch=cfg.epochs, best_valid={})
+    dev = model_device(model)
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         total = 0.0
         for _ in range(steps):
-            batch = {d: Triples(*samplers[d].sample(cfg.batch_size)) for d in DOMAINS}
+            batch = {d: Triples(*(t.to(dev) for t in samplers[d].sample(cfg.batch_size))) for d in DOMAINS}
             loss = model.loss(model.propagate(), batch)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.item()
+        result.steps += steps
         row = {"epoch": epoch, "loss": total / steps}
         result.history.append(row)
         cfg.log(f"epoch={epoch} loss={row['loss']:.4f}")
@@ -63,17 +65,18 @@ def fit_cross(model: torch.nn.Module, pair: CrossDomainPair, cfg: FitConfig, see
     return result
 
 
-def evaluate_cross(model: torch.nn.Module, pair: CrossDomainPair) -> dict[str, float]:
-    """Sampled-negative HR/NDCG@K for both domains, keys prefixed by the domain folder name."""
+def evaluate_cross(model: torch.nn.Module, pair: CrossDomainPair) -> dict[str, dict[str, float]]:
+    """Sampled-negative HR/NDCG@K/MRR per domain: ``{"a": {...}, "b": {...}}``."""
     model.eval()
+    dev = model_device(model)
     with torch.no_grad():
         reps = model.propagate()
-    out: dict[str, float] = {}
+    out: dict[str, dict[str, float]] = {}
     for d, dom in (("a", pair.a), ("b", pair.b)):
 
         def score(users: torch.Tensor, items: torch.Tensor | None, d: str = d) -> torch.Tensor:
-            return model.score(reps, d, users, items)
+            return model.score(reps, d, users.to(dev), None if items is None else items.to(dev)).cpu()
 
         fn: ScoreFn = score
-        out.update({f"{dom.name}_{k}": v for k, v in sampled_ranking(fn, dom.test).items()})
+        out[d] = sampled_ranking(fn, dom.test)
     return out

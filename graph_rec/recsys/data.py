@@ -217,13 +217,19 @@ def clean_negatives(
     return items, replaced
 
 
-def load_cross_domain(dataset: str, data_root: str | Path | None = None, seed: int = 0) -> CrossDomainPair:
-    """``amazon_cdr/X_Y`` -> (A = X_Y, B = Y_X) with a common user count."""
-    folder_a = resolve_dataset(dataset, data_root)
+def partner_folder(folder_a: Path) -> Path:
+    """``.../X_Y`` -> ``.../Y_X`` (the other domain of the pair); fails naming the folder it looked for."""
     x, _, y = folder_a.name.partition("_")
     folder_b = folder_a.parent / f"{y}_{x}"
     if not y or not folder_b.is_dir():
-        raise FileNotFoundError(f"cross-domain dataset {dataset!r} needs a partner folder {folder_b}")
+        raise FileNotFoundError(f"cross-domain dataset {folder_a.name!r} needs a partner folder {folder_b}")
+    return folder_b
+
+
+def load_cross_domain(dataset: str, data_root: str | Path | None = None, seed: int = 0) -> CrossDomainPair:
+    """``amazon_cdr/X_Y`` -> (A = X_Y, B = Y_X) with a common user count."""
+    folder_a = resolve_dataset(dataset, data_root)
+    folder_b = partner_folder(folder_a)
     n_users = 1 + max(int(read_pairs(f / "train.txt")[:, 0].max()) for f in (folder_a, folder_b))
     return CrossDomainPair(load_loo_domain(folder_a, n_users, seed), load_loo_domain(folder_b, n_users, seed))
 

@@ -81,7 +81,7 @@ class CsrSampler(nn.Module):
 
     def positive(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         start, deg = self.indptr[users], self.indptr[users + 1] - self.indptr[users]
-        off = (torch.rand(len(users)) * deg.clamp_min(1)).long()
+        off = (torch.rand(len(users), device=users.device) * deg.clamp_min(1)).long()
         return self.indices[(start + off).clamp(max=len(self.indices) - 1)], deg > 0
 
 
@@ -91,7 +91,7 @@ def info_nce(
     """anchor, pos: (B, d+1); negs: (B, n, d+1); logits −d²/τ, positive at index 0."""
     cands = torch.cat([pos.unsqueeze(1), negs], dim=1)
     logits = -L.sqdist(anchor.unsqueeze(1).expand_as(cands), cands, k) / tau
-    return F.cross_entropy(logits, torch.zeros(len(anchor), dtype=torch.long))
+    return F.cross_entropy(logits, torch.zeros(len(anchor), dtype=torch.long, device=anchor.device))
 
 
 def origin_aware_norm_reg(z: torch.Tensor) -> torch.Tensor:
@@ -147,8 +147,8 @@ class HCTS(nn.Module):
         mu = self.bridge[f"u_{s}{t}"](us[users], ks, kt)
         mi = self.bridge[f"i_{s}{t}"](is_[i_s], ks, kt)
         shape = (len(users), self.n_neg)
-        neg_u = ut[torch.randint(0, self.n_users, shape)]
-        neg_i = it_[torch.randint(0, self.n_items[t], shape)]
+        neg_u = ut[torch.randint(0, self.n_users, shape, device=users.device)]
+        neg_i = it_[torch.randint(0, self.n_items[t], shape, device=users.device)]
         return (
             info_nce(mu, ut[users], neg_u, kt, self.tau)  # user-user
             + info_nce(mu, it_[i_t], neg_i, kt, self.tau)  # user-item

@@ -47,6 +47,7 @@ class FitResult:
     best_valid: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     train_seconds: float = 0.0
+    steps: int = 0  # optimiser steps taken
 
 
 class NegativeSampler:
@@ -86,13 +87,30 @@ class NegativeSampler:
             yield torch.from_numpy(u), torch.from_numpy(p), torch.from_numpy(n)
 
 
+def model_device(model: object) -> torch.device:
+    """The device of a module's parameters (CPU for a parameter-free or non-module model)."""
+    if isinstance(model, torch.nn.Module):
+        p = next(model.parameters(), None)
+        if p is not None:
+            return p.device
+    return torch.device("cpu")
+
+
 def score_fn(model: Recommender) -> ScoreFn:
-    """Propagate once in eval mode and return a scorer over the frozen representations."""
+    """Propagate once in eval mode and return a scorer over the frozen representations.
+
+    The scorer takes CPU index tensors and returns CPU scores whatever the model's device (the metrics run on
+    the host with numpy)."""
     if isinstance(model, torch.nn.Module):
         model.eval()
+    dev = model_device(model)
     with torch.no_grad():
         reps = model.propagate()
-    return lambda users, items: model.score(reps, users, items)
+
+    def score(users: torch.Tensor, items: torch.Tensor | None) -> torch.Tensor:
+        return model.score(reps, users.to(dev), None if items is None else items.to(dev)).cpu()
+
+    return score
 
 
 def fit(
@@ -107,17 +125,20 @@ def fit(
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     result = FitResult(best_epoch=cfg.epochs, best_valid={})
     best_state, best_val = None, -np.inf
+    dev = model_device(model)
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         total, steps = 0.0, 0
         for users, pos, neg in sampler.epoch(cfg.batch_size):
+            users, pos, neg = users.to(dev), pos.to(dev), neg.to(dev)
             reps = model.propagate()
             loss = model.loss(reps, users, pos, neg)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total, steps = total + loss.item(), steps + 1
+        result.steps += steps
         row: dict[str, float] = {"epoch": epoch, "loss": total / max(steps, 1)}
         if validate is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
             metrics = validate(score_fn(model))

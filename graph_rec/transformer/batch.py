@@ -27,6 +27,15 @@ class TokenBatch:
     def tokens(self) -> int:
         return self.ids.shape[1]
 
+    def to(self, device: torch.device) -> TokenBatch:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        return TokenBatch(
+            self.ids.to(device), self.pad.to(device), self.adj.to(device), self.spd.to(device),
+            move(self.path_src), move(self.path_dst), self.max_dist,
+        )  # fmt: skip
+
     def edge_index(self) -> torch.Tensor:
         """[2, E] edges of all subgraphs in the flattened [B * M] token index space (for PyG convs)."""
         b, i, j = self.adj.nonzero(as_tuple=True)

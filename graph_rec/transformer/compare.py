@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from graph_rec.transformer.presets import PRESETS
-from graph_rec.transformer.runner import run
+from graph_rec.transformer.runner import SPEC
 
 FAMILY = {
     "gcn_only": "reference",
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", default="runs/graph_rec/transformer_compare.jsonl")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process")
@@ -71,22 +72,17 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_cell(cell: tuple[str, str], a: argparse.Namespace) -> dict:
+    """One (dataset, preset) through the shared runner, exactly as ``python -m graph_rec train`` runs it."""
+    from graph_rec.__main__ import build_parser
+    from graph_rec.experiment import run_experiment
+
     ds, variant = cell
-    ns = argparse.Namespace(
-        dataset=ds,
-        data_root=a.data_root,
-        seed=0,
-        variant=variant,
-        seeds=a.seeds,
-        epochs=a.epochs,
-        lr=5e-3,
-        weight_decay=5e-4,
-        max_nodes=24,
-        hops=2,
-        eval_every=5,
-        threads=a.threads,
-    )
-    return run(ns)
+    argv = ["train", SPEC.name, "--dataset", ds, "--variant", variant, "--seeds", str(a.seeds),
+            "--epochs", str(a.epochs), "--threads", str(a.threads), "--device", a.device]  # fmt: skip
+    if a.data_root:
+        argv += ["--data-root", a.data_root]
+    args = build_parser({SPEC.name: SPEC}).parse_args(argv)
+    return run_experiment(SPEC, args, argv)
 
 
 def render(results: dict[tuple[str, str], dict], datasets: list[str], variants: list[str]) -> str:
@@ -102,8 +98,9 @@ def render(results: dict[tuple[str, str], dict], datasets: list[str], variants: 
         cells, secs = [], []
         for d in datasets:
             r = results.get((d, v))
-            cells.append(f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}" if r else "-")
-            secs.append(f"{r['seconds']:.0f}" if r else "-")
+            acc = r["metrics"]["test/acc"] if r else None
+            cells.append(f"{acc['mean']:.2f} ± {acc['std']:.2f}" if acc else "-")
+            secs.append(f"{r['wall_seconds']:.0f}" if r else "-")
         lines.append(f"| {FAMILY.get(v, '')} | {v} | " + " | ".join(cells) + f" | {'/'.join(secs)} |")
     return "\n".join(lines)
 

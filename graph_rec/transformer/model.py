@@ -147,11 +147,11 @@ class GraphTransformer(nn.Module):
     def attention_mask(self, b: TokenBatch) -> torch.Tensor:
         """[B, H, T, T] float: bias where allowed, -inf elsewhere (T = M + 1 with a virtual node)."""
         bsz, m, h = b.size, b.tokens, self.cfg.heads
-        bias = torch.zeros(bsz, h, m, m)
+        bias = torch.zeros(bsz, h, m, m, device=b.ids.device)
         for mod in self.biases:
             bias = bias + mod(b)
         allowed = ATTENTION_MASKS[self.cfg.mask](b, self.cfg.mask_hops) & ~b.pad.unsqueeze(1)
-        allowed = allowed | torch.eye(m, dtype=torch.bool)
+        allowed = allowed | torch.eye(m, dtype=torch.bool, device=b.ids.device)
         if self.vn_bias is not None:
             col = self.vn_bias[:, 0].view(1, h, 1, 1).expand(bsz, h, m, 1)  # token -> VN
             bias = torch.cat([bias, col], 3)

@@ -33,7 +33,7 @@ def test_sweep_runs_every_grid_point_with_its_settings(tmp_path: Path, capsys: p
     assert len(rows) == 2 and {r.split("|")[2].strip() for r in rows} == {"8", "16"}
     for pca in (8, 16):
         metrics = json.loads((out_dir / f"blobs_epochs12_pca_dim{pca}_embed_dim32.json").read_text())
-        assert metrics["epochs"] == 12 and metrics["best_acc_mean"] > 60
+        assert metrics["config"]["epochs"] == 12 and metrics["metrics"]["best/acc"]["mean"] > 60
     with pytest.raises(SystemExit, match="KEY=V1,V2"):
         _load("graph_rec_sweep").main(["--dataset", "x", "--grid", "epochs"])
 

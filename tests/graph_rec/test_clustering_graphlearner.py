@@ -4,8 +4,8 @@ configs, and a smoke run of the CLI on a tiny synthetic graph (and on BAT when t
 from __future__ import annotations
 
 import json
-from argparse import Namespace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,10 +21,11 @@ from graph_rec.clustering.config import CONFIG_DIR, GraphLearnerConfig, load_con
 from graph_rec.clustering.model import info_nce
 from graph_rec.clustering.objectives import Losses, backward
 from graph_rec.clustering.refine import high_confidence_mask, refinement_multiplier
-from graph_rec.clustering.runner import run
+from graph_rec.clustering.runner import SPEC
 from graph_rec.clustering.trainer import refined_weights
 from graph_rec.data import default_data_root
 from graph_rec.data.graphs import load_graph
+from graph_rec.experiment import add_common_args, run_experiment
 from tests.support.graphs import blob_graph
 
 torch.set_num_threads(1)
@@ -221,21 +222,25 @@ def test_set_overrides_any_field_and_bad_ones_blame_the_flag(tmp_path: Path) -> 
         parse_assignments(["smooth_steps"])
 
 
-def _args(dataset: str | Path, **kw: object) -> Namespace:
-    base = dict(
-        dataset=str(dataset),
-        data_root=None,
-        seed=0,
-        config=None,
-        seeds=1,
-        epochs=30,
-        objective=None,
-        eval_every=10,
-        threads=1,
-        device="cpu",
-    )
-    base.update(kw)
-    return Namespace(**base)
+def run(dataset: str | Path, *flags: str) -> dict[str, Any]:
+    """The shared runner on parsed flags, as ``python -m graph_rec train graphlearner`` calls it."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_common_args(parser, SPEC)
+    argv = [
+        "--dataset",
+        str(dataset),
+        "--seeds",
+        "1",
+        "--epochs",
+        "30",
+        "--eval-every",
+        "10",
+        "--threads",
+        "1",
+    ]
+    return run_experiment(SPEC, parser.parse_args([*argv, *flags]), argv)
 
 
 @pytest.mark.parametrize(
@@ -266,11 +271,21 @@ def test_smoke_run_on_synthetic_graph(tmp_path: Path, objective: str, bf16: bool
             }
         )
     )
-    out = run(_args(tmp_path / "blobs", config=str(cfg), objective=objective, bf16=bf16 or None))
-    assert out["seeds"] == 1 and out["objective"] == objective
-    for key in ("best_acc_mean", "best_nmi_mean", "last_ari_mean", "last_f1_std", "single_acc_mean"):
-        assert np.isfinite(out[key])
-    assert out["best_acc_mean"] > 60  # three well separated communities
+    out = run(
+        tmp_path / "blobs", "--config", str(cfg), "--objective", objective, *(["--bf16"] if bf16 else [])
+    )
+    assert out["run"]["seeds"] == [0] and out["config"]["objective"] == objective == out["variant"]
+    for key in ("best/acc", "best/nmi", "last/ari", "last/f1", "single/acc"):
+        assert np.isfinite(out["metrics"][key]["mean"])
+    assert out["metrics"]["best/acc"]["mean"] > 60  # three well separated communities
+    history = out["per_seed"][0]["history"]
+    assert [row["epoch"] for row in history] == list(range(30))
+    assert "acc" in history[10] and "acc" not in history[11]
+    # label-free selection: the evaluation epoch with the highest silhouette, scored afterwards by the labels
+    evals = [row for row in history if "acc" in row]
+    chosen = max(evals, key=lambda row: row["silhouette"])
+    assert out["per_seed"][0]["extra"]["selected_epoch"] == chosen["epoch"]
+    assert out["metrics"]["selected/acc"]["mean"] == chosen["acc"]
 
 
 @pytest.mark.gpu
@@ -278,8 +293,8 @@ def test_smoke_run_on_cuda(tmp_path: Path) -> None:
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     blob_graph(tmp_path / "blobs")
-    out = run(_args(tmp_path / "blobs", device="cuda", epochs=20))
-    assert out["device"] == "cuda" and out["best_acc_mean"] > 60
+    out = run(tmp_path / "blobs", "--device", "cuda", "--epochs", "20")
+    assert out["run"]["device"] == "cuda" and out["metrics"]["best/acc"]["mean"] > 60
 
 
 def test_accumulated_gradients_are_running_sums() -> None:
@@ -293,3 +308,14 @@ def test_accumulated_gradients_are_running_sums() -> None:
         p.grad = g.clone()  # each step's own, freshly computed gradient
         accumulate_gradients([p], sums)
         torch.testing.assert_close(p.grad, torch.stack(steps[: k + 1]).sum(0))
+
+
+def test_silhouette_is_label_free_and_ranks_partitions() -> None:
+    from graph_rec.metrics.clustering import silhouette
+
+    rng = np.random.default_rng(0)
+    centres = np.eye(3, 8) * 5
+    z = np.concatenate([c + rng.normal(size=(30, 8)) for c in centres])
+    truth = np.repeat(np.arange(3), 30)
+    assert silhouette(z, truth) > 0.5 > silhouette(z, rng.permutation(truth))
+    assert silhouette(z, np.zeros(90, dtype=int)) == -1.0  # one cluster: the worst score, not an error

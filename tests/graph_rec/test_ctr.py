@@ -165,3 +165,29 @@ def test_sampler_validity_does_not_depend_on_the_label(data) -> None:
         torch.tensor([i0] * 2000),
     )[0]
     assert set(draws.flatten().tolist()) == set(row) - {i0}
+
+
+def test_training_positive_sees_the_neighbourhood_of_the_graph_without_its_click(data) -> None:
+    """Train/test symmetry of the GMT sampler: a training positive (u, i) is an edge of the HIN, a test pair is not.
+    Sampling (u, i) in the HIN must give exactly what the same draws give in the HIN with that one edge removed
+    (nodes, validity and induced adjacency), so nothing the model sees at training time says "this is a click"."""
+    from graph_rec.ctr.hin import make_hin
+
+    hin = data.hin
+    rows = np.repeat(np.arange(hin.n_nodes), np.diff(hin.indptr))
+    edges = np.stack([rows, hin.indices], 1)
+    edges = edges[edges[:, 0] < edges[:, 1]]
+    keys = set((edges[:, 0] * hin.n_nodes + edges[:, 1]).tolist())
+    lo, hi = np.minimum(data.train.users, data.train.items), np.maximum(data.train.users, data.train.items)
+    in_graph = np.flatnonzero([a * hin.n_nodes + b in keys for a, b in zip(lo.tolist(), hi.tolist())])[:12]
+    assert len(in_graph) == 12  # training pairs whose click is an edge (as every amazon_cdr positive is)
+    for k in in_graph:
+        u, i = int(data.train.users[k]), int(data.train.items[k])
+        keep = ~((edges[:, 0] == min(u, i)) & (edges[:, 1] == max(u, i)))
+        held_out = make_hin(
+            hin.node_type, hin.type_names, edges[keep], hin.n_users, hin.n_items, hin.item_attrs
+        )
+        users, items = torch.tensor([u] * 64), torch.tensor([i] * 64)  # 64 draws of the same pair
+        a = NeighbourSampler(hin, n1=4, n2=4).sample(users, items, torch.Generator().manual_seed(int(k)))
+        b = NeighbourSampler(held_out, n1=4, n2=4).sample(users, items, torch.Generator().manual_seed(int(k)))
+        assert torch.equal(a.valid, b.valid) and torch.equal(a.nodes, b.nodes) and torch.equal(a.adj, b.adj)

@@ -99,7 +99,7 @@ def test_model_home_table_matches_what_the_modules_register() -> None:
 
     for name, module in registry.MODEL_HOME.items():
         importlib.import_module(module)
-        assert registry._MODELS[name].runner.__module__ == module, name
+        assert registry._MODELS[name].run_seed.__module__ == module, name
     assert set(registry.load_all()) == set(registry.MODEL_HOME)
 
 

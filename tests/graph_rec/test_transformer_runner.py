@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,8 +14,9 @@ import scipy.sparse as sp
 import torch
 
 from graph_rec.data import default_data_root
+from graph_rec.experiment import add_common_args, run_experiment
 from graph_rec.transformer.compare import main as compare_main
-from graph_rec.transformer.runner import run
+from graph_rec.transformer.runner import SPEC
 
 torch.set_num_threads(1)
 
@@ -35,25 +37,27 @@ def _sbm_folder(folder: Path, k: int = 3, n_per: int = 30, seed: int = 0) -> Pat
     return folder
 
 
-def _ns(dataset: Path | str, variant: str, **kw: object) -> argparse.Namespace:
-    base = dict(dataset=str(dataset), data_root=None, seed=0, variant=variant, seeds=1, epochs=10, lr=5e-3,
-                weight_decay=5e-4, max_nodes=8, hops=2, eval_every=5, threads=1)  # fmt: skip
-    base.update(kw)
-    return argparse.Namespace(**base)
+def run(dataset: Path | str, variant: str, *flags: str) -> dict[str, Any]:
+    parser = argparse.ArgumentParser()
+    add_common_args(parser, SPEC)
+    argv = ["--dataset", str(dataset), "--variant", variant, "--seeds", "1", "--epochs", "10", "--max-nodes", "8",
+            "--threads", "1", *flags]  # fmt: skip
+    return run_experiment(SPEC, parser.parse_args(argv), argv)
 
 
 @pytest.mark.parametrize("variant", ["gcn_only", "bias_edge_path", "virtual_node"])
 def test_runner_smoke(tmp_path: Path, variant: str) -> None:
     folder = _sbm_folder(tmp_path / "sbm")
-    out = run(_ns(folder, variant))
-    assert out["variant"] == variant and 0 <= out["test_acc_mean"] <= 100
+    out = run(folder, variant)
+    assert out["variant"] == variant and 0 <= out["metrics"]["test/acc"]["mean"] <= 100
+    assert len(out["per_seed"][0]["history"]) == 10 and out["budget"]["steps_per_seed"] == 10
 
 
 def test_runner_needs_a_split(tmp_path: Path) -> None:
     folder = _sbm_folder(tmp_path / "sbm")
     (folder / "split.npz").unlink()
     with pytest.raises(ValueError, match=r"split\.npz"):
-        run(_ns(folder, "vanilla"))
+        run(folder, "vanilla")
 
 
 def test_compare_writes_jsonl_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,12 +80,12 @@ def test_compare_parallel_jobs_match_serial(tmp_path: Path, capsys: pytest.Captu
     rows = {}
     for name in ("serial", "parallel"):
         lines = [json.loads(x) for x in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
-        rows[name] = {r["variant"]: r["test_acc_mean"] for r in lines}
+        rows[name] = {r["variant"]: r["metrics"]["test/acc"]["mean"] for r in lines}
     assert rows["parallel"] == rows["serial"]  # same seeds, same results, whichever process ran them
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (default_data_root() / "cora").is_dir(), reason="no Cora data")
 def test_cora_smoke_learns_something() -> None:
-    out = run(_ns("cora", "gcn_before", epochs=30, max_nodes=16))
-    assert out["test_acc_mean"] > 40  # 7 classes: chance is about 14-30 %
+    out = run("cora", "gcn_before", "--epochs", "30", "--max-nodes", "16")
+    assert out["metrics"]["test/acc"]["mean"] > 40  # 7 classes: chance is about 14-30 %
