@@ -48,6 +48,18 @@ def gqr_built(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def pplug_built(tmp_path_factory) -> Path:
+    """The next-query data recipes/pplug_cosobe_cpu.yaml reads (curricula/pplug_data.py), built from CosoBe."""
+    from curricula.pplug_data import build
+
+    if not COSOBE.is_file():
+        pytest.skip("shared CosoBe sessions not present: the PPlug CosoBe recipe cannot be validated")
+    out = tmp_path_factory.mktemp("pplug")
+    build(COSOBE, out / "data")
+    return out
+
+
 def _gqr_recipe(recipe: Path, built: Path, tmp_path: Path) -> Path:
     """A copy of a GQR recipe whose built or user-supplied paths point at ``built``."""
     text = recipe.read_text()
@@ -78,6 +90,11 @@ def test_every_shipped_recipe_loads(recipe: Path, tmp_path: Path, monkeypatch, r
     monkeypatch.chdir(ROOT)  # recipes name data files relative to the project root
     if recipe.name.startswith("gqr_"):
         recipe = _gqr_recipe(recipe, request.getfixturevalue("gqr_built"), tmp_path)
+    if recipe.name == "pplug_cosobe_cpu.yaml":
+        built = request.getfixturevalue("pplug_built")
+        copy = tmp_path / recipe.name
+        copy.write_text(recipe.read_text().replace("runs/pplug/data/", f"{built / 'data'}/"))
+        recipe = copy
     overrides = _model_override(recipe, tmp_path)
     data = __import__("yaml").safe_load(recipe.read_text()) or {}
     src = str((data.get("data") or {}).get("source", "arithmetic"))
