@@ -29,6 +29,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -213,12 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     meta = build(SESSIONS, args.out / "data")
     print(f"data: {meta['rows']} rows ({meta['rows_with_history']} with history)", flush=True)
     t0 = time.perf_counter()
+    # One evaluation at a time: model loading in transformers changes process-wide torch defaults, which two
+    # threads loading at once can interleave (seen: a job failing while another evaluated).
+    eval_lock = threading.Lock()
 
     def job(arm: str | None, seed: int) -> dict:
         if arm is None:  # the frozen LM, untrained: a job of its own so it overlaps with training
-            return evaluate(args, None, args.max_new_tokens)
+            with eval_lock:
+                return evaluate(args, None, args.max_new_tokens)
         r = train_run(args, arm, seed)
-        r |= evaluate(args, Path(r["out"]), args.max_new_tokens)  # while the other job trains
+        with eval_lock:  # evaluation overlaps with the other job's training, never with its evaluation
+            r |= evaluate(args, Path(r["out"]), args.max_new_tokens)
         print(f"{arm:>10} seed {seed}: nll {r['nll']:.3f} rougeL {r['rougeL']:.3f}", flush=True)
         return r
 
