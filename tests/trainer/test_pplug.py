@@ -70,7 +70,8 @@ def test_user_embedding_attends_to_the_matching_item_and_ignores_padding(tiny_mo
     m = side_modules.build(lm, SideModuleSpec("pplug", {"tau": 0.01}))
     f = _features(2, 3, e, seed=1)
     f["query"] = f["history"][:, 1].clone()  # the input equals item 1: attention must pick it
-    f["history_mask"][0, 2] = 0  # a padded slot: weight 0
+    f["history"][0, 2] = f["query"][0]  # a padded slot holding the best match: must still get weight 0
+    f["history_mask"][0, 2] = 0
     f["history_mask"][1] = 0  # a user with no history: P_u = 0
     p_u, w = m.user_embedding(f)
     assert w[0, 1] > 0.99 and w[0, 2] == 0
