@@ -172,6 +172,20 @@ class DynamicSamplingConfig:
 
 
 @dataclass
+class AsyncRolloutConfig:
+    """Asynchronous (k-step-off) rollout (launch/pipeline.py): the rollout of step s+1..s+k is generated while the
+    learners train step s, so a sample may come from weights up to ``max_staleness`` updates old. The importance
+    correction (tis_cap / mismatch_seq_threshold against the engine's log-probs, or logprobs_source=engine)
+    accounts for it. Off by default."""
+
+    enabled: bool = False
+    max_staleness: int = 1  # k: a batch trained at step s was generated with weights of step >= s - k
+    # A batch found older than the bound when the learners take it (a guard: the scheduler never produces
+    # one): generate a fresh one in line (regenerate), or skip the step's update (drop); counted in async/*.
+    stale: str = "regenerate"
+
+
+@dataclass
 class AlgorithmConfig:
     advantage: str = "grpo"  # grpo | dr_grpo (no std division) | rloo | reinforce_pp
     loss_norm: str = "token"  # token | sequence | constant (Dr.GRPO; divides by rollout.max_new_tokens)
@@ -193,6 +207,7 @@ class AlgorithmConfig:
     mismatch_seq_threshold: float | None = None
     overlong_filter: bool = False  # DAPO: truncated samples (hit max_new_tokens) are masked out of the loss
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
+    async_rollout: AsyncRolloutConfig = field(default_factory=AsyncRolloutConfig)
 
 
 @dataclass

@@ -92,6 +92,7 @@ class MetricsLogger:
             ("eval/pref/margin", "eval_margin", ".3f"),
             ("eval/loss/nll", "eval_nll", ".3f"),  # sft
             ("data/skipped_rows", "skipped rows", ".0f"),  # data.skip_invalid, logged once before step 1
+            ("async/staleness", "stale", ".0f"),  # async rollout: updates between generation and training
             ("time/generate", "gen", ".1f"),
             ("time/reward", "rwd", ".2f"),
             ("time/learner", "learn", ".1f"),

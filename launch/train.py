@@ -30,12 +30,44 @@ class StepTimer:
         yield
         self.times[f"time/{name}"] = self.times.get(f"time/{name}", 0.0) + time.perf_counter() - t
 
-    def metrics(self, reward_s: float) -> dict[str, float]:
+    def metrics(self, reward_s: float, produce_s: float) -> dict[str, float]:
+        """``time/generate``: generation of the step's batch (its rollout time minus scoring); with async rollout
+        it overlapped the previous step's update, and ``time/rollout`` is only what the driver waited."""
         out = dict(self.times)
         out["time/reward"] = reward_s
-        out["time/generate"] = out.pop("time/rollout", 0.0) - reward_s  # rollout time minus scoring
+        out["time/generate"] = produce_s - reward_s
         out["time/step"] = time.perf_counter() - self.t0
         return out
+
+
+def _rollouts(cfg: RecipeConfig, run, start: int):
+    """The step's batch source: the curriculum picks prompts, the strategy generates and scores (SEELE and
+    Cog-Rethinker call the generator several times), the curriculum observes (Beta counts); with dynamic
+    sampling, groups without signal are dropped and more prompts are drawn. Then advantages and loss terms."""
+    from launch.pipeline import AsyncRollouts, InlineRollouts, Produced
+    from rollout.dynamic import collect_rollouts
+
+    def produce(step: int) -> Produced:
+        t = time.perf_counter()
+        if run.generator is not None:
+            run.generator.reseed(cfg.seed, step)  # sampling depends on (seed, step): exact resume
+        batch, metrics = collect_rollouts(
+            run.curriculum, run.strategy, run.generator, run.scorer, step, cfg.algorithm.dynamic_sampling
+        )
+        train_batch = run.strategy.make_train_batch(batch)
+        return Produced(
+            step,
+            train_batch,
+            metrics,
+            batch.metrics.get("reward_time_s", 0.0),
+            time.perf_counter() - t,
+            copy.deepcopy(run.loop_state()),
+        )
+
+    ar = cfg.algorithm.async_rollout
+    if ar.enabled and run.generator is not None:
+        return AsyncRollouts(produce, start, cfg.total_steps, ar.max_staleness, ar.stale)
+    return InlineRollouts(produce, start)
 
 
 def resolve_output_dir(path: str) -> str:
@@ -96,7 +128,6 @@ def _train(cfg: RecipeConfig) -> dict[str, float]:
     from launch.evaluate import evaluate
     from launch.metrics_log import MetricsLogger
     from launch.setup import build_run
-    from rollout.dynamic import collect_rollouts
     from rollout.generator import RolloutWorkerLost
 
     run = build_run(cfg)
@@ -116,40 +147,37 @@ def _train(cfg: RecipeConfig) -> dict[str, float]:
     if run.train_set.skipped:  # bad rows skipped under data.skip_invalid: counted, never silent
         log.log(-1, {"data/skipped_rows": float(run.train_set.skipped)}, advance=False)
     last: dict[str, float] = {}
+    rollouts = None
     try:
         if cfg.eval.at_start and start == 0 and cfg.eval.num_prompts > 0:
             first = evaluate(run, cfg.eval.num_prompts, 0)
             log.log(-1, first | ckpt.keep_best(0, first, run.learners), advance=False)
+        # Where batches come from: produced in line (synchronous) or k steps ahead in a thread (async rollout).
+        rollouts = _rollouts(cfg, run, start)
+        before = copy.deepcopy(
+            run.loop_state()
+        )  # the state the last finished step left (emergency checkpoint)
         for step in range(start, cfg.total_steps):
-            timer = StepTimer()
-            before, trained = copy.deepcopy(run.loop_state()), False  # for an emergency checkpoint
+            timer, trained = StepTimer(), False
             try:
-                if run.generator is not None:
-                    run.generator.reseed(cfg.seed, step)  # sampling depends on (seed, step): exact resume
                 with timer("rollout"):
-                    # curriculum: which prompts, how many samples each → strategy: generate and score (SEELE
-                    # and Cog-Rethinker call the generator several times) → curriculum observes (Beta counts).
-                    # With dynamic sampling, groups without signal are dropped and more prompts are drawn.
-                    batch, metrics = collect_rollouts(
-                        run.curriculum,
-                        run.strategy,
-                        run.generator,
-                        run.scorer,
-                        step,
-                        cfg.algorithm.dynamic_sampling,
-                    )
-                train_batch = run.strategy.make_train_batch(batch)  # advantages, loss terms
-                with timer("learner"):
-                    metrics |= run.learners.train(train_batch, run.pad_id)  # DeepSpeed step(s) on every rank
+                    item = rollouts.get(
+                        step
+                    )  # generation, scoring, train batch (waits for the thread if async)
+                metrics = item.metrics | item.extra
+                if item.train_batch is not None:
+                    with timer("learner"):
+                        metrics |= run.learners.train(item.train_batch, run.pad_id)  # DeepSpeed step(s)
                 trained = True
                 if run.generator is not None:  # offline strategies start no rollout workers
-                    with timer("weight_sync"):
+                    with timer("weight_sync"), rollouts.engine_lock:
                         metrics |= run.generator.sync_weights(run.learners)  # push + verify new weights
+                        rollouts.weights_synced(step + 1)
             except RolloutWorkerLost:
                 # Dead workers restart by themselves (Generator); this is one that kept dying. Keep what is
                 # consistent: the step's update with the state after it, or the state before the step.
                 path = ckpt.save(
-                    step + 1 if trained else step, run.learners, run.loop_state() if trained else before
+                    step + 1 if trained else step, run.learners, item.state if trained else before
                 )
                 print(
                     f"rollout workers lost; last good state saved to {path} (resume=true continues)",
@@ -159,13 +187,18 @@ def _train(cfg: RecipeConfig) -> dict[str, float]:
             if run.generator is not None:
                 metrics["rollout/worker_restarts"] = float(run.generator.pop_restarts())
             if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
-                metrics |= evaluate(run, cfg.eval.num_prompts, step + 1)
+                with rollouts.engine_lock:
+                    metrics |= evaluate(run, cfg.eval.num_prompts, step + 1)
                 metrics |= ckpt.keep_best(step + 1, metrics, run.learners)  # checkpoints/best if improved
             if cfg.checkpoint.every and (step + 1) % cfg.checkpoint.every == 0:
-                ckpt.save(step + 1, run.learners, run.loop_state())
-            metrics |= train_batch.metrics | timer.metrics(batch.metrics.get("reward_time_s", 0.0))
+                ckpt.save(step + 1, run.learners, item.state)
+            before = item.state
+            rollouts.step_done(step)  # async: lets the producer start batch step + 1 + k
+            tb_metrics = item.train_batch.metrics if item.train_batch is not None else {}
+            metrics |= tb_metrics | timer.metrics(item.reward_s, item.produce_s)
             log.log(step, metrics)
             last = metrics
+        rollouts.close()
         if cfg.eval.num_prompts > 0 and not (cfg.eval.every and cfg.total_steps % cfg.eval.every == 0):
             final = evaluate(run, cfg.eval.num_prompts, cfg.total_steps)
             last |= final | ckpt.keep_best(cfg.total_steps, final, run.learners)
@@ -177,8 +210,10 @@ def _train(cfg: RecipeConfig) -> dict[str, float]:
         if cfg.total_steps > start and not (
             cfg.checkpoint.every and cfg.total_steps % cfg.checkpoint.every == 0
         ):
-            ckpt.save(cfg.total_steps, run.learners, run.loop_state())
+            ckpt.save(cfg.total_steps, run.learners, before)
     finally:
+        if rollouts is not None:
+            rollouts.close()
         log.close()
         run.close()
     return last

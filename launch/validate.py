@@ -102,6 +102,33 @@ def _validate_dynamic(cfg: RecipeConfig, origin: str, strategies: dict[str, Any]
     )
 
 
+def _validate_async(cfg: RecipeConfig, origin: str, strategies: dict[str, Any]) -> None:
+    ar = cfg.algorithm.async_rollout
+    if not ar.enabled:
+        return
+    key = "algorithm.async_rollout"
+    _check(ar.max_staleness >= 0, origin, f"{key}.max_staleness", f"{ar.max_staleness} must be >= 0")
+    _check(
+        ar.stale in ("regenerate", "drop"), origin, f"{key}.stale", f"{ar.stale!r} is not regenerate or drop"
+    )
+    entry = strategies.get(cfg.strategy.name)
+    _check(
+        entry is None or entry.needs_generator,
+        origin,
+        key,
+        f"strategy {cfg.strategy.name!r} trains on a fixed dataset (no rollout to overlap with training); "
+        "disable it",
+    )
+    a = cfg.algorithm
+    _check(
+        a.logprobs_source == "engine" or a.tis_cap is not None or a.mismatch_seq_threshold is not None,
+        origin,
+        key,
+        "samples from older weights need an importance correction against the engine that generated them: set "
+        "algorithm.tis_cap (e.g. 2) or algorithm.mismatch_seq_threshold, or algorithm.logprobs_source: engine",
+    )
+
+
 def _validate_lora(lora: LoraConfig, origin: str) -> None:
     if not lora.enabled:
         return
@@ -266,6 +293,7 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
         "algorithm.ppo_epochs",
         "ppo_epochs and mini_batches must be >= 1",
     )
+    _validate_async(cfg, origin, reg.strategies)
     _validate_dynamic(cfg, origin, reg.strategies)
     _check(
         cfg.rewards.isolation in ("process", "inline"), origin, "rewards.isolation", "use process or inline"

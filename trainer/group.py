@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 
 from trainer.batch import TrainBatch
 from trainer.learner import Learner, LearnerSpec
@@ -55,6 +56,10 @@ class LearnerGroup:
         ]
         self.spec = spec
         self.world = num_learners
+        # Every fan-out is submitted to all ranks under this lock, so calls from two driver threads (the
+        # training loop and an async rollout producer's curriculum, launch/pipeline.py) reach every rank in
+        # the same order: their collectives cannot interleave differently on different ranks.
+        self._submit = threading.Lock()
         self.call_timeout_s = call_timeout_s
         self._get([a.__ray_ready__.remote() for a in self.actors], "start")
 
@@ -65,7 +70,7 @@ class LearnerGroup:
         per = self.world * self.spec.mini_batches
         batch = batch.pad_rows(per, pad_id)
         ref = ray.put(batch)
-        results = self._get([a.train.remote(ref) for a in self.actors], "train")
+        results = self._get(self._fanout(lambda a: a.train.remote(ref)), "train")
         keys = set().union(*results)
         return {k: sum(r.get(k, 0.0) for r in results) / sum(k in r for r in results) for k in keys}
 
@@ -75,7 +80,7 @@ class LearnerGroup:
 
         batch = batch.pad_rows(self.world, pad_id)
         ref = ray.put(batch)
-        results = self._get([a.evaluate.remote(ref) for a in self.actors], "evaluate")
+        results = self._get(self._fanout(lambda a: a.evaluate.remote(ref)), "evaluate")
         keys = set().union(*results)
         return {k: sum(r.get(k, 0.0) for r in results) / sum(k in r for r in results) for k in keys}
 
@@ -85,7 +90,7 @@ class LearnerGroup:
         if self.spec.zero_stage == 3 and self.world > 1:
             # a ZeRO-3 reference is partitioned: every rank must run the same forwards
             return self._get(
-                [a.reference_logprobs.remote(batch) for a in self.actors], "reference log-probs"
+                self._fanout(lambda a: a.reference_logprobs.remote(batch)), "reference log-probs"
             )[0]
         return self._get([self.actors[0].reference_logprobs.remote(batch)], "reference log-probs")[0]
 
@@ -93,7 +98,7 @@ class LearnerGroup:
         """(object ref of rank 0's safetensors bytes, rank 0's probe log-probs). The bytes stay in the store."""
         import ray
 
-        pairs = [a.export_weights.options(num_returns=2).remote(probe_ids) for a in self.actors]
+        pairs = self._fanout(lambda a: a.export_weights.options(num_returns=2).remote(probe_ids))
         blob_ref, probe_ref = pairs[0]
         # wait for every rank's part of the collective (rank 0's probe included)
         self._get([probe_ref] + [p[1] for p in pairs[1:]], "weight sync: export")
@@ -101,18 +106,23 @@ class LearnerGroup:
 
     def save(self, path: str, save_optimizer: bool = True) -> None:
 
-        self._get([a.save.remote(path, save_optimizer) for a in self.actors], "checkpoint save")
+        self._get(self._fanout(lambda a: a.save.remote(path, save_optimizer)), "checkpoint save")
 
     def load(self, path: str) -> None:
 
-        self._get([a.load.remote(path) for a in self.actors], "checkpoint load")
+        self._get(self._fanout(lambda a: a.load.remote(path)), "checkpoint load")
 
     def call(self, method: str, *args, **kwargs) -> list:
         """Run any learner method on every rank (e.g. strategy-specific estimators)."""
 
         return self._get(
-            [getattr(a, method).remote(*args, **kwargs) for a in self.actors], f"learner call {method}"
+            self._fanout(lambda a: getattr(a, method).remote(*args, **kwargs)), f"learner call {method}"
         )
+
+    def _fanout(self, submit) -> list:
+        """``submit(actor)`` for every rank, atomically with respect to other driver threads."""
+        with self._submit:
+            return [submit(a) for a in self.actors]
 
     def _get(self, refs: list, what: str) -> list:
         """One call on every rank, with the run's deadline (RemoteCallTimeout names the late ranks); a dead rank
