@@ -141,6 +141,10 @@ class RolloutConfig:
     max_restarts: int = (
         3  # a dead rollout worker is restarted (current weights, probe-checked) up to this often per call
     )
+    # Several workers: dynamic = chunks to the worker with the fewest outstanding tokens, the next chunk as soon as
+    # one returns (a slow worker serves less; which worker serves a request depends on timing, so samples are
+    # reproducible only with one worker); static = one call per worker, balanced up front (deterministic).
+    dispatch: str = "dynamic"
 
 
 @dataclass
@@ -265,6 +269,17 @@ class LoggingConfig:
 
 
 @dataclass
+class PlacementConfig:
+    """Ray placement group of the run's actors (launch/placement.py)."""
+
+    mode: str = (
+        "disaggregated"  # disaggregated | colocated (learner j + rollout worker j share bundle j) | none
+    )
+    strategy: str = "PACK"  # Ray's: PACK | SPREAD | STRICT_PACK | STRICT_SPREAD (bundles over nodes)
+    ready_timeout_s: float = 60.0  # the group must be placed within this, else an error with the numbers
+
+
+@dataclass
 class RayConfig:
     address: str | None = (
         None  # None: an existing cluster from RAY_ADDRESS / `ray job submit`, else an embedded one
@@ -274,6 +289,9 @@ class RayConfig:
     # Deadline of every remote call of the driver (generate, train, weight sync, checkpoint, estimators): past
     # it the run stops with an error naming the call and the actor instead of waiting forever. null: none.
     call_timeout_s: float | None = 3600.0
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
+    # The learners' torch.distributed group must form within this (a rank that cannot reach rank 0's address)
+    rendezvous_timeout_s: float = 300.0
 
 
 @dataclass

@@ -32,6 +32,7 @@ class Run:
     renderer: Any
     train_set: Any
     ray_mode: str
+    placement: Any = None  # launch.placement.Placement (removed at close)
 
     def loop_state(self) -> dict[str, Any]:
         return {"curriculum": self.curriculum.state_dict(), "strategy": self.strategy.state_dict()}
@@ -40,6 +41,8 @@ class Run:
         for part in (self.scorer, self.eval_scorer, self.generator, self.learners):
             with contextlib.suppress(Exception):
                 (getattr(part, "close", None) or part.shutdown)()
+        if self.placement is not None:
+            self.placement.remove()
 
 
 def seed_everything(seed: int) -> None:
@@ -192,6 +195,24 @@ def build_run(cfg: RecipeConfig) -> Run:
         except ClusterTooSmall as e:
             raise ConfigError(f"ray cluster: {e}") from None
 
+    # One placement group for every actor, reserved before any starts (fails with the numbers if it cannot be).
+    from launch.placement import reserve
+    from launch.ray_utils import ClusterTooSmall
+
+    pl = cfg.ray.placement
+    try:
+        placement = reserve(
+            pl.mode,
+            pl.strategy,
+            gen_workers,
+            (r.threads_per_worker, r.gpus_per_worker),
+            t.num_learners,
+            (t.threads_per_learner, t.gpus_per_learner),
+            pl.ready_timeout_s,
+        )
+    except ClusterTooSmall as e:
+        raise ConfigError(str(e)) from None
+
     def logs(role: str) -> str | None:  # where an actor's output goes (None: the console, --verbose)
         return log_file(cfg.output_dir, role, cfg.logging.verbose)
 
@@ -227,6 +248,8 @@ def build_run(cfg: RecipeConfig) -> Run:
             [logs(f"rollout_{i}") for i in range(r.num_workers)],
             cfg.ray.call_timeout_s,
             r.max_restarts,
+            placement,
+            r.dispatch,
         )
     # Frozen models by role: exactly those the run's losses need ("policy" = the initial weights).
     roles = {k: (model_path if v == "policy" else model_folder(v)) for k, v in needed_roles(cfg).items()}
@@ -261,6 +284,21 @@ def build_run(cfg: RecipeConfig) -> Run:
         t.gpus_per_learner,
         [logs(f"learner_{k}") for k in range(t.num_learners)],
         cfg.ray.call_timeout_s,
+        placement,
+        cfg.ray.rendezvous_timeout_s,
+    )
+    from launch.placement import record
+
+    where = record(
+        placement,
+        generator.workers if generator is not None else [],
+        learners.actors,
+        os.path.join(cfg.output_dir, "placement.json"),
+    )
+    nodes = {a["node"] for a in where["actors"]}
+    print(
+        f"placement: {pl.mode} ({pl.strategy}), {len(where['actors'])} actors on {len(nodes)} node(s)",
+        flush=True,
     )
     rw = cfg.rewards
     scorer = RewardScorer(
@@ -332,4 +370,5 @@ def build_run(cfg: RecipeConfig) -> Run:
         renderer,
         train_set,
         ray_mode,
+        placement,
     )

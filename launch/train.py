@@ -185,7 +185,7 @@ def _train(cfg: RecipeConfig) -> dict[str, float]:
                 )
                 raise
             if run.generator is not None:
-                metrics["rollout/worker_restarts"] = float(run.generator.pop_restarts())
+                metrics |= run.generator.pop_metrics()  # restarts, per-worker requests and tokens/s
             if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
                 with rollouts.engine_lock:
                     metrics |= evaluate(run, cfg.eval.num_prompts, step + 1)

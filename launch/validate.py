@@ -293,6 +293,32 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
         "algorithm.ppo_epochs",
         "ppo_epochs and mini_batches must be >= 1",
     )
+    _check(
+        cfg.rollout.dispatch in ("dynamic", "static"),
+        origin,
+        "rollout.dispatch",
+        f"{cfg.rollout.dispatch!r} is not dynamic or static",
+    )
+    pl = cfg.ray.placement
+    _check(
+        pl.mode in ("disaggregated", "colocated", "none"),
+        origin,
+        "ray.placement.mode",
+        f"{pl.mode!r} is not disaggregated, colocated or none",
+    )
+    _check(
+        pl.strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+        origin,
+        "ray.placement.strategy",
+        f"{pl.strategy!r} is not PACK, SPREAD, STRICT_PACK or STRICT_SPREAD",
+    )
+    _check(
+        pl.mode != "colocated" or cfg.rollout.num_workers <= cfg.trainer.num_learners,
+        origin,
+        "ray.placement.mode",
+        f"colocated puts rollout worker j beside learner j: rollout.num_workers ({cfg.rollout.num_workers}) must "
+        f"be <= trainer.num_learners ({cfg.trainer.num_learners})",
+    )
     _validate_async(cfg, origin, reg.strategies)
     _validate_dynamic(cfg, origin, reg.strategies)
     _check(

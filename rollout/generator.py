@@ -98,6 +98,9 @@ class Generator:
         log_files: list[str | None] | None = None,
         call_timeout_s: float | None = None,
         max_restarts: int = 3,
+        placement=None,
+        dispatch: str = "dynamic",
+        chunks_per_worker: int = 4,
     ) -> None:
         import ray
 
@@ -118,11 +121,15 @@ class Generator:
             "runtime_env": {"env_vars": env},
         }
         self._args = (engine_path, spec)
+        self._placement = placement  # launch.placement.Placement or None (bare resource counts)
         self._log_files = list(log_files or [None] * num_workers)
         self.workers = [self._spawn(i) for i in range(num_workers)]
         self.call_timeout_s = call_timeout_s
         self.max_restarts = max_restarts
-        self.restarts = 0  # worker restarts since the last pop_restarts()
+        self.restarts = 0  # worker restarts since the last pop_restarts()/pop_metrics()
+        self._stats: dict[int, list[float]] = {}  # worker -> [requests, tokens, seconds] since pop_metrics()
+        self.dispatch = dispatch
+        self.chunks_per_worker = chunks_per_worker
         self.start_s = max(self._get([w.ready.remote() for w in self.workers], "start"))
         self.defaults = defaults
         self.probe_ids = list(probe_ids)
@@ -136,6 +143,9 @@ class Generator:
 
     # ------------------------------------------------------------------ calls
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        if len(self.workers) > 1 and self.dispatch == "dynamic":
+            return self._generate_dispatched(requests)
+        t0 = time.perf_counter()
         parts = _balance(requests, len(self.workers))
         busy = [w for w, part in enumerate(parts) if part]
         out = self._call_each(
@@ -144,10 +154,100 @@ class Generator:
             busy,
         )
         results: list[list[Completion]] = [[] for _ in requests]
+        wall = time.perf_counter() - t0
         for w in busy:
             for i, comps in zip(parts[w], out[w]):
                 results[i] = comps
+            self._account(w, parts[w], out[w], wall)
         return results
+
+    def _account(self, w: int, idx: list[int], comps: list[list[Completion]], seconds: float) -> None:
+        st = self._stats.setdefault(w, [0.0, 0.0, 0.0])  # requests, generated tokens, seconds busy
+        st[0] += len(idx)
+        st[1] += sum(len(c.token_ids) for cs in comps for c in cs)
+        st[2] += seconds
+
+    def _generate_dispatched(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        """Least-outstanding-tokens dispatch over several workers: the requests are cut into chunks (largest
+        first, ~``chunks_per_worker`` per worker); each chunk goes to the worker with the fewest estimated tokens
+        in flight (prompt + n × max_new_tokens), one chunk per worker at a time, and the next one is sent as soon
+        as a chunk returns (a Ray round trip, milliseconds, between a worker's chunks). A slow worker therefore
+        serves fewer chunks and holds the call up by at most its own last chunk. A worker that dies is restarted and its chunks in flight are queued again."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        from launch.ray_utils import RemoteCallTimeout
+
+        k = len(self.workers)
+
+        def cost(i: int) -> float:
+            r = requests[i]
+            return r.n * (len(r.prompt_ids) + (r.params or self.defaults).max_new_tokens)
+
+        order = sorted(range(len(requests)), key=lambda i: -cost(i))
+        n_chunks = min(len(order), k * self.chunks_per_worker)
+        chunks = [order[c::n_chunks] for c in range(n_chunks)]  # round-robin: chunks of similar cost
+        queue = sorted(chunks, key=lambda ch: -sum(cost(i) for i in ch))
+        outstanding = [0.0] * k
+        inflight: dict[Any, tuple[int, list[int], float]] = {}  # ref -> (worker, chunk, sent at)
+        results: list[list[Completion]] = [[] for _ in requests]
+        deaths = 0
+
+        def fill() -> None:
+            while queue:
+                free = [w for w in range(k) if all(v[0] != w for v in inflight.values())]
+                if not free:
+                    return
+                w = min(free, key=lambda j: outstanding[j])
+                chunk = queue.pop(0)
+                ref = self.workers[w].generate.remote([requests[i] for i in chunk], self.defaults)
+                inflight[ref] = (w, chunk, time.perf_counter())
+                outstanding[w] += sum(cost(i) for i in chunk)
+
+        fill()
+        while inflight:
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self.call_timeout_s)
+            if not ready:
+                late = sorted({f"rollout worker {w}" for w, _, _ in inflight.values()})
+                raise RemoteCallTimeout(
+                    f"generate: no chunk returned within {self.call_timeout_s:g} s (ray.call_timeout_s); waiting "
+                    f"on {', '.join(late)}"
+                )
+            w, chunk, sent = inflight.pop(ready[0])
+            outstanding[w] -= sum(cost(i) for i in chunk)
+            try:
+                comps = ray.get(ready[0])
+            except RayActorError as e:
+                deaths += 1
+                if deaths > self.max_restarts:
+                    raise RolloutWorkerLost(
+                        f"generate: rollout worker {w} died ({type(e).__name__}) and {deaths} deaths exceed "
+                        f"rollout.max_restarts={self.max_restarts}; its log is in <output_dir>/logs/rollout_{w}.log"
+                    ) from None
+                lost = [chunk] + [c for r, (ww, c, _) in list(inflight.items()) if ww == w]
+                for r in [r for r, (ww, _, _) in inflight.items() if ww == w]:
+                    inflight.pop(r)
+                outstanding[w] = 0.0
+                queue[:0] = lost
+                self._restart(w, "generate", e)
+            else:
+                for i, cs in zip(chunk, comps):
+                    results[i] = cs
+                self._account(w, chunk, comps, time.perf_counter() - sent)
+            fill()
+        return results
+
+    def pop_metrics(self) -> dict[str, float]:
+        """Per-step rollout metrics since the last call: worker restarts, and per worker the requests served,
+        tokens generated and tokens/s (over the time its calls were in flight)."""
+        out = {"rollout/worker_restarts": float(self.restarts)}
+        self.restarts = 0
+        for w, (reqs, toks, secs) in sorted(self._stats.items()):
+            out[f"rollout/worker{w}/requests"] = reqs
+            out[f"rollout/worker{w}/tokens"] = toks
+            out[f"rollout/worker{w}/tokens_per_s"] = toks / secs if secs > 0 else 0.0
+        self._stats = {}
+        return out
 
     def sync_weights(self, learners) -> dict[str, float]:
         """Push the learners' weights to every worker and verify them with the probe."""
@@ -190,7 +290,9 @@ class Generator:
 
     # ------------------------------------------------------------------ supervision
     def _spawn(self, i: int):
-        return self._actor.options(**self._options).remote(*self._args, self._log_files[i])
+        # a restarted worker takes the dead one's bundle (its resources are released when the actor dies)
+        pin = self._placement.options("rollout", i) if self._placement is not None else {}
+        return self._actor.options(**self._options, **pin).remote(*self._args, self._log_files[i])
 
     def _call_each(self, what: str, make: Callable[[int], Any], workers: list[int]) -> dict[int, Any]:
         """``make(w)`` on each worker in ``workers``, with the deadline; a dead worker is restarted and its call

@@ -38,19 +38,31 @@ class LearnerGroup:
         gpus_per_learner: float = 0.0,
         log_files: list[str | None] | None = None,
         call_timeout_s: float | None = None,
+        placement=None,
+        rendezvous_timeout_s: float = 300.0,
     ) -> None:
         import ray
 
-        addr_actor = ray.remote(_Rank0Address).options(num_cpus=0).remote()
+        def pin(rank: int) -> dict:  # launch.placement.Placement: each rank on its own bundle
+            return placement.options("learner", rank) if placement is not None else {}
+
+        # The rendezvous address is picked on rank 0's own bundle, i.e. on the node where rank 0 will listen.
+        addr_actor = ray.remote(_Rank0Address).options(num_cpus=0, **pin(0)).remote()
         master_addr, master_port = ray.get(addr_actor.address.remote())
         ray.kill(addr_actor)
         env = {"OMP_NUM_THREADS": str(spec.threads), "TOKENIZERS_PARALLELISM": "false"}
         actor = ray.remote(Learner)
         self.actors = [
             actor.options(
-                num_cpus=spec.threads, num_gpus=gpus_per_learner, runtime_env={"env_vars": env}
+                num_cpus=spec.threads, num_gpus=gpus_per_learner, runtime_env={"env_vars": env}, **pin(rank)
             ).remote(
-                rank, num_learners, master_addr, master_port, spec, (log_files or [None] * num_learners)[rank]
+                rank,
+                num_learners,
+                master_addr,
+                master_port,
+                spec,
+                (log_files or [None] * num_learners)[rank],
+                rendezvous_timeout_s,
             )
             for rank in range(num_learners)
         ]
@@ -138,8 +150,10 @@ class LearnerGroup:
             try:
                 out.append(ray.get(ref))
             except RayActorError as e:
+                cause = next((ln for ln in str(e).splitlines() if "could not join" in ln), "")
                 raise LearnerLost(
-                    f"{what}: learner rank {rank} died ({type(e).__name__}); the run stops. Its log is in "
+                    f"{what}: learner rank {rank} died ({type(e).__name__}{': ' + cause.strip() if cause else ''}); "
+                    "the run stops. Its log is in "
                     f"<output_dir>/logs/learner_{rank}.log; resume=true restarts from the last checkpoint"
                 ) from None
         return out

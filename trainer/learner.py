@@ -120,7 +120,10 @@ class Learner:
         master_port: int,
         spec: LearnerSpec,
         log_file: str | None = None,
+        rendezvous_timeout_s: float = 300.0,
     ) -> None:
+        from datetime import timedelta
+
         from launch.quiet import redirect_output
         from rollout.worker import pin_threads
 
@@ -144,7 +147,16 @@ class Learner:
         torch.manual_seed(spec.seed + rank)
         self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+        try:
+            deepspeed.init_distributed(
+                dist_backend=backend, auto_mpi_discovery=False, timeout=timedelta(seconds=rendezvous_timeout_s)
+            )
+        except Exception as e:  # a rank that cannot reach rank 0: name the address and the deadline
+            raise RuntimeError(
+                f"learner rank {rank}/{world_size} could not join the torch.distributed group at "
+                f"{master_addr}:{master_port} within {rendezvous_timeout_s:g} s ({type(e).__name__}: {e}); check "
+                "that the nodes reach each other on that port (ray.rendezvous_timeout_s)"
+            ) from None
         bf16 = spec.dtype == "bfloat16"
         # safetensors only: weights from a user path are never unpickled
         model = AutoModelForCausalLM.from_pretrained(

@@ -85,7 +85,11 @@ class VLLMEngine:
 
     def update_weights(self, blob: bytes) -> int:
         counts = self.llm.collective_rpc("load_weights_blob", args=(blob,))
-        self.llm.reset_prefix_cache()
+        # Cached KV blocks hold the old weights' keys and values. vLLM skips the reset (returns False) while any
+        # request holds blocks; preempting those makes it unconditional, so no later prompt (the sync probe
+        # included) can reuse a stale prefix.
+        if not self.llm.reset_prefix_cache(reset_running_requests=True):
+            raise RuntimeError("vLLM did not reset its prefix cache after a weight update")
         return int(counts[0])
 
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:

@@ -161,3 +161,43 @@ def test_worker_killed_during_generate_is_restarted_and_its_requests_reissued(
         assert new_pid != pid
     finally:
         gen.shutdown()
+
+
+@pytest.mark.slow
+def test_dynamic_dispatch_routes_around_a_slow_worker(tiny_model, tok, ray_cluster):
+    """Two HF workers, one 1 s slower per request: dynamic dispatch gives the slow one at most a quarter of the
+    requests (static balancing gives it half), every request is answered, per-worker metrics are reported."""
+    import os
+    import shutil
+
+    from tests.support import slow_engine
+
+    shutil.rmtree(slow_engine.MARKER_DIR, ignore_errors=True)
+    os.makedirs(slow_engine.MARKER_DIR)
+    spec = EngineSpec(tiny_model, "float32", 512, 0.125, True, 0, 1)
+    gen = Generator(
+        "tests.support.slow_engine:FirstIsSlowHFEngine",
+        spec,
+        2,
+        SamplingParams(max_new_tokens=4),
+        PROBE,
+        0.01,
+    )
+    try:
+        reqs = [GenerationRequest(_prompt(tok), 2) for _ in range(16)]
+        gen.pop_metrics()
+        out = gen.generate(reqs)
+        m = gen.pop_metrics()
+        assert [len(c) for c in out] == [2] * 16 and all(x.token_ids for c in out for x in c)
+        served = [m["rollout/worker0/requests"], m["rollout/worker1/requests"]]
+        assert sum(served) == 16 and min(served) <= 4, m
+        assert all(m[f"rollout/worker{w}/tokens_per_s"] > 0 for w in (0, 1))
+        slow = served.index(min(served))
+        assert m[f"rollout/worker{slow}/tokens_per_s"] < m[f"rollout/worker{1 - slow}/tokens_per_s"]
+        gen.dispatch = "static"  # the old balancing: half each, whatever the speed
+        gen.generate(reqs)
+        m = gen.pop_metrics()
+        assert [m["rollout/worker0/requests"], m["rollout/worker1/requests"]] == [8, 8]
+    finally:
+        gen.shutdown()
+        shutil.rmtree(slow_engine.MARKER_DIR, ignore_errors=True)
