@@ -8,8 +8,9 @@ Every arm: the same model (the builtin SmolLM2-135M-Instruct, dtype from launch/
 prompts (arithmetic questions, chat template), the same sampling parameters (temperature 0.7, the default
 recipe's), ``--threads`` CPU threads per worker, dynamic dispatch (rollout/generator.py); one warm-up call, then
 ``--calls`` measured calls. tokens/s = generated tokens ÷ wall seconds of the call; ideal = W × the one-worker
-figure. Each W also runs one learner (DeepSpeed ZeRO-0, 1 thread) and times ``sync_weights`` (object store:
-rank 0 puts the safetensors blob once, every worker loads it, probe check) over the measured calls.
+figure. Each W also runs one learner (DeepSpeed ZeRO-0, 1 thread) and times ``sync_weights`` both ways after each
+call: object store (rank 0 puts the safetensors blob once, every worker loads it) and collective (rank 0
+broadcasts over a gloo group with the workers, trainer/weight_broadcast.py), probe check included in both.
 
 On a 2-core machine W workers × T threads beyond 2 cores share the cores: the line says what the cores allow,
 not what the code does. With an accelerator lent, ``bench/gpu_check.sh`` has the same measurement (never
@@ -70,7 +71,7 @@ def measure(workers: int, a: argparse.Namespace, model_path: str, dtype: str) ->
     try:
         gen.generate(reqs)  # warm-up
         gen.pop_metrics()
-        rates, syncs, per_worker = [], [], []
+        rates, syncs, coll, per_worker = [], [], [], []
         for _ in range(a.calls):
             t = time.perf_counter()
             out = gen.generate(reqs)
@@ -78,13 +79,24 @@ def measure(workers: int, a: argparse.Namespace, model_path: str, dtype: str) ->
             tokens = sum(len(c.token_ids) for cs in out for c in cs)
             rates.append(tokens / wall)
             per_worker.append(gen.pop_metrics())
+            # the same weights both ways: object store, then the collective broadcast (its group is built on the
+            # first collective sync, outside the timing: a warm-up)
+            gen.weight_sync = "object_store"
             t = time.perf_counter()
             gen.sync_weights(learners)
             syncs.append(time.perf_counter() - t)
+            gen.weight_sync = "collective"
+            if not coll:
+                gen.sync_weights(learners)
+            t = time.perf_counter()
+            m = gen.sync_weights(learners)
+            assert m.get("sync/collective") == 1.0, m
+            coll.append(time.perf_counter() - t)
         return {
             "workers": workers,
             "tokens_per_s": rates,
             "sync_s": syncs,
+            "collective_s": coll,
             "per_worker": per_worker,
             "load": os.getloadavg(),
         }
@@ -147,23 +159,23 @@ def main() -> int:
         f"1 warm-up + {a.calls} measured calls; what differs: the number of workers.",
         f"- Provenance: {json.dumps(provenance())}",
         "",
-        "| workers | tokens/s (mean of calls) | ideal (W × 1-worker) | efficiency | weight sync s (object store) |",
-        "|---|---|---|---|---|",
+        "| workers | tokens/s (mean of calls) | ideal (W × 1-worker) | efficiency | weight sync s: object store |"
+        " collective (gloo, 64 MB buckets) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results:
         tps = statistics.mean(r["tokens_per_s"])
         ideal = base * r["workers"]
         lines.append(
             f"| {r['workers']} | {tps:.0f} ({', '.join(f'{x:.0f}' for x in r['tokens_per_s'])}) | {ideal:.0f} | "
-            f"{tps / ideal:.2f} | {statistics.mean(r['sync_s']):.2f} |"
+            f"{tps / ideal:.2f} | {statistics.mean(r['sync_s']):.2f} | {statistics.mean(r['collective_s']):.2f} |"
         )
     cores = os.cpu_count() or 1
     lines += [
         "",
         f"With {cores} cores, {cores // max(a.threads, 1)} worker(s) of {a.threads} thread(s) fill the machine; "
         "more workers share the same cores, so efficiency below 1 past that point is the machine, not the dispatch. "
-        "The collective (torch.distributed) weight-sync path is not implemented yet: only the object store is "
-        "measured.",
+        "Both sync columns include the probe check on every worker (the same in both).",
         "",
         "Per-worker requests served in the last measured call: "
         + "; ".join(

@@ -145,6 +145,11 @@ class RolloutConfig:
     # one returns (a slow worker serves less; which worker serves a request depends on timing, so samples are
     # reproducible only with one worker); static = one call per worker, balanced up front (deterministic).
     dispatch: str = "dynamic"
+    # How weights reach the workers after an update: object_store (rank 0 puts one safetensors blob, every worker
+    # reads it) or collective (rank 0 broadcasts over a gloo/NCCL group with the workers, in buckets of
+    # sync_bucket_mb; falls back to the object store for a sync where the group fails). Probe-checked either way.
+    weight_sync: str = "object_store"
+    sync_bucket_mb: float = 64.0
 
 
 @dataclass

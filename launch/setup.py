@@ -250,6 +250,8 @@ def build_run(cfg: RecipeConfig) -> Run:
             r.max_restarts,
             placement,
             r.dispatch,
+            weight_sync=r.weight_sync,
+            bucket_mb=r.sync_bucket_mb,
         )
     # Frozen models by role: exactly those the run's losses need ("policy" = the initial weights).
     roles = {k: (model_path if v == "policy" else model_folder(v)) for k, v in needed_roles(cfg).items()}

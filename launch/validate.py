@@ -299,6 +299,13 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
         "rollout.dispatch",
         f"{cfg.rollout.dispatch!r} is not dynamic or static",
     )
+    _check(
+        cfg.rollout.weight_sync in ("object_store", "collective"),
+        origin,
+        "rollout.weight_sync",
+        f"{cfg.rollout.weight_sync!r} is not object_store or collective",
+    )
+    _check(cfg.rollout.sync_bucket_mb > 0, origin, "rollout.sync_bucket_mb", "must be > 0")
     pl = cfg.ray.placement
     _check(
         pl.mode in ("disaggregated", "colocated", "none"),

@@ -101,6 +101,8 @@ class Generator:
         placement=None,
         dispatch: str = "dynamic",
         chunks_per_worker: int = 4,
+        weight_sync: str = "object_store",
+        bucket_mb: float = 64.0,
     ) -> None:
         import ray
 
@@ -130,6 +132,12 @@ class Generator:
         self._stats: dict[int, list[float]] = {}  # worker -> [requests, tokens, seconds] since pop_metrics()
         self.dispatch = dispatch
         self.chunks_per_worker = chunks_per_worker
+        self.weight_sync = weight_sync  # object_store | collective (trainer/weight_broadcast.py)
+        self.bucket_mb = bucket_mb
+        self.group_timeout_s = 120.0
+        self._group: tuple[str, int] | None = None  # the weight group's rendezvous, once built
+        self._group_ok = True
+        self._learners = None
         self.start_s = max(self._get([w.ready.remote() for w in self.workers], "start"))
         self.defaults = defaults
         self.probe_ids = list(probe_ids)
@@ -251,6 +259,16 @@ class Generator:
 
     def sync_weights(self, learners) -> dict[str, float]:
         """Push the learners' weights to every worker and verify them with the probe."""
+        if self.weight_sync == "collective" and self._group_ok:
+            try:
+                return self._sync_collective(learners)
+            except RolloutWorkerLost:
+                raise
+            except Exception as e:  # the group broke (a worker died mid-broadcast): object store this time
+                log.warning(
+                    "collective weight sync failed (%s): object-store sync, group rebuilt next time", e
+                )
+                self._group_ok = False
         t0 = time.perf_counter()
         blob_ref, learner_probe = learners.export_weights(self.probe_ids)
         t_export = time.perf_counter() - t0
@@ -260,6 +278,9 @@ class Generator:
             "weight sync: load", lambda w: self.workers[w].update_weights.remote(blob_ref), every
         )
         t_load = time.perf_counter() - t0 - t_export
+        if self.weight_sync == "collective":
+            self._group_ok = True  # a fresh group (new port, every current worker) at the next sync
+            self._group = None
         after = self._call_each(
             "weight sync: probe", lambda w: self.workers[w].probe_logprobs.remote(self.probe_ids), every
         )
@@ -272,6 +293,60 @@ class Generator:
             "sync/load_s": t_load,
             "sync/probe_diff": max(diffs),
             "sync/tensors": float(min(counts.values())),
+        }
+
+    def _sync_collective(self, learners) -> dict[str, float]:
+        """Learner rank 0 broadcasts the weights to every worker over their own gloo/NCCL group, in buckets
+        (trainer/weight_broadcast.py); the probe check is the same as the object-store path's."""
+        import ray
+
+        from launch.ray_utils import wait_all
+
+        fn = "trainer.weight_broadcast:"
+        t0 = time.perf_counter()
+        if self._group is None:  # (re)build: every current worker joins with a fresh rendezvous
+            host, port = learners.call("run", fn + "learner_address")[0]
+            world = len(self.workers) + 1
+            refs = learners.submit("run", fn + "learner_join", host, port, world, self.group_timeout_s)
+            refs += [
+                w.join_weight_group.remote(host, port, i + 1, world, self.group_timeout_s)
+                for i, w in enumerate(self.workers)
+            ]
+            wait_all(
+                refs,
+                [f"weight group member {i}" for i in range(len(refs))],
+                "weight group",
+                self.call_timeout_s,
+            )
+            ray.get(refs)
+            self._group = (host, port)
+        t_join = time.perf_counter() - t0
+        lrefs = learners.submit("run", fn + "learner_send", self.bucket_mb, self.probe_ids)
+        wrefs = [w.receive_weights.remote(self.bucket_mb) for w in self.workers]
+        names = [f"learner rank {i}" for i in range(len(lrefs))] + [
+            f"rollout worker {i}" for i in range(len(wrefs))
+        ]
+        wait_all(lrefs + wrefs, names, "weight sync: broadcast", self.call_timeout_s)
+        learner_probe, stats = ray.get(lrefs[0])
+        counts = ray.get(wrefs)
+        t_bcast = time.perf_counter() - t0 - t_join
+        prev_learner, self._learner_probe = self._learner_probe, learner_probe
+        self._blob_ref = None  # a restarted worker gets the weights from learners via the object store
+        self._learners = learners
+        every = list(range(len(self.workers)))
+        after = self._call_each(
+            "weight sync: probe", lambda w: self.workers[w].probe_logprobs.remote(self.probe_ids), every
+        )
+        diffs = [
+            self.checker.check(learner_probe, self._engine_probe[i], after[i], prev_learner, i) for i in every
+        ]
+        self._engine_probe = [after[i] for i in every]
+        return stats | {
+            "sync/join_s": t_join,
+            "sync/load_s": t_bcast,
+            "sync/probe_diff": max(diffs),
+            "sync/tensors": float(min(counts)),
+            "sync/collective": 1.0,
         }
 
     def reseed(self, seed: int, step: int) -> None:
@@ -333,6 +408,9 @@ class Generator:
         self.workers[w] = self._spawn(w)
         worker = self.workers[w]
         self._get_one(worker.ready.remote(), w, "restart")
+        if self._blob_ref is None and self._learners is not None:  # collective mode keeps no blob: fetch one
+            self._blob_ref, _ = self._learners.export_weights(self.probe_ids)
+            self._group = None  # the new worker is not in the weight group: rebuild it at the next sync
         if self._blob_ref is not None:
             self._get_one(worker.update_weights.remote(self._blob_ref), w, "restart: load weights")
         probe = self._get_one(worker.probe_logprobs.remote(self.probe_ids), w, "restart: probe")

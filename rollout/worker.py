@@ -54,3 +54,19 @@ class RolloutWorker:
 
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
         return self.engine.probe_logprobs(token_ids)
+
+    # ---------------------------------------------------------------- collective weight sync
+    def join_weight_group(self, host: str, port: int, rank: int, world: int, timeout_s: float) -> None:
+        """Join learner rank 0's weight-broadcast group (trainer/weight_broadcast.py) as ``rank``."""
+        from trainer.weight_broadcast import make_group
+
+        self._weight_group = make_group(host, port, rank, world, timeout_s)
+
+    def receive_weights(self, bucket_mb: float) -> int:
+        """Receive one broadcast of the full weights and load them in place (the engine's own loader)."""
+        from safetensors.torch import save
+
+        from trainer.weight_broadcast import receive_state
+
+        state = receive_state(self._weight_group, bucket_mb)
+        return self.engine.update_weights(save(state))

@@ -59,8 +59,11 @@ def test_staleness_zero_reproduces_the_synchronous_loop(tiny_model, ray_cluster,
 def test_one_step_off_trains_checkpoints_and_resumes(tiny_model, ray_cluster, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     full = tmp_path / "full"
-    _run(tiny_model, full, ASYNC, total_steps=4, **{"checkpoint.every": 2, "checkpoint.keep_last": 2})
+    # (this run also takes the collective weight-sync path: learner rank 0 → the vLLM worker over gloo)
+    ckpt = {"checkpoint.every": 2, "checkpoint.keep_last": 2, "rollout.weight_sync": "collective"}
+    _run(tiny_model, full, ASYNC, total_steps=4, **ckpt)
     rows = _rows(full)
+    assert all(r["sync/collective"] == 1.0 and r["sync/probe_diff"] < 0.01 for r in rows)
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
     # batch 0 comes from the initial weights; every later one from the weights one update old
     assert [r["async/staleness"] for r in rows] == [0.0, 1.0, 1.0, 1.0]

@@ -131,6 +131,10 @@ class LearnerGroup:
             self._fanout(lambda a: getattr(a, method).remote(*args, **kwargs)), f"learner call {method}"
         )
 
+    def submit(self, method: str, *args, **kwargs) -> list:
+        """Object refs of ``method`` on every rank, without waiting (e.g. to run beside other actors' calls)."""
+        return self._fanout(lambda a: getattr(a, method).remote(*args, **kwargs))
+
     def _fanout(self, submit) -> list:
         """``submit(actor)`` for every rank, atomically with respect to other driver threads."""
         with self._submit:
