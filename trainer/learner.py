@@ -149,7 +149,9 @@ class Learner:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         try:
             deepspeed.init_distributed(
-                dist_backend=backend, auto_mpi_discovery=False, timeout=timedelta(seconds=rendezvous_timeout_s)
+                dist_backend=backend,
+                auto_mpi_discovery=False,
+                timeout=timedelta(seconds=rendezvous_timeout_s),
             )
         except Exception as e:  # a rank that cannot reach rank 0: name the address and the deadline
             raise RuntimeError(
