@@ -166,3 +166,22 @@ def test_two_node_cluster_driver_and_job_submit(tiny_model, tmp_path):
         subprocess.run(["pkill", "-9", "-f", f"127.0.0.1:{gcs}"], timeout=60)
         time.sleep(2)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_rank_that_cannot_rendezvous_stops_with_the_address(tiny_model, ray_cluster):
+    """Rank 1 of 2 whose rank 0 never comes: the group cannot form, and the error names the address and the
+    deadline (instead of DeepSpeed's default 10-minute wait)."""
+    import ray
+
+    from trainer.learner import Learner, LearnerSpec
+
+    (port,) = _free_ports(1)
+    spec = LearnerSpec(model_path=tiny_model, dtype="float32", threads=1)
+    actor = ray.remote(Learner).options(num_cpus=1).remote(1, 2, "127.0.0.1", port, spec, None, 5.0)
+    t = time.perf_counter()
+    with pytest.raises(
+        Exception, match=rf"learner rank 1/2 could not join .* at 127\.0\.0\.1:{port} within 5 s"
+    ):
+        ray.get(actor.__ray_ready__.remote(), timeout=120)
+    assert time.perf_counter() - t < 90
+    ray.kill(actor)
