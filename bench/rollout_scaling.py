@@ -13,8 +13,8 @@ call: object store (rank 0 puts the safetensors blob once, every worker loads it
 broadcasts over a gloo group with the workers, trainer/weight_broadcast.py), probe check included in both.
 
 On a 2-core machine W workers × T threads beyond 2 cores share the cores: the line says what the cores allow,
-not what the code does. With an accelerator lent, ``bench/gpu_check.sh`` has the same measurement (never
-required by CI).
+not what the code does. On a GPU machine the same script is the one-shot GPU check (``--gpus-per-worker 1``: one
+GPU per worker and one for the learner, bf16 where supported; never required by CI; not run yet).
 """
 
 from __future__ import annotations
@@ -62,11 +62,16 @@ def measure(workers: int, a: argparse.Namespace, model_path: str, dtype: str) ->
     reqs = [GenerationRequest(p, a.samples) for p in prompts]
     params = SamplingParams(a.max_new_tokens, 0.7, 1.0, -1)
     spec = EngineSpec(model_path, dtype, 512, 0.5, True, 0, a.threads)
-    placement = reserve("disaggregated", "PACK", workers, (a.threads, 0), 1, (1, 0), 120)
+    g = a.gpus_per_worker
+    placement = reserve("disaggregated", "PACK", workers, (a.threads, g), 1, (1, g), 120)
     probe = list(tok("The quick brown fox jumps over the lazy dog.", add_special_tokens=False)["input_ids"])
-    gen = Generator(ENGINES["vllm"], spec, workers, params, probe, 0.01, placement=placement)
+    tol = 0.15 if dtype == "bfloat16" else 0.01
+    gen = Generator(ENGINES["vllm"], spec, workers, params, probe, tol, g, placement=placement)
     learners = LearnerGroup(
-        LearnerSpec(model_path=model_path, dtype=dtype, threads=1, micro_batch_size=4), 1, placement=placement
+        LearnerSpec(model_path=model_path, dtype=dtype, threads=1, micro_batch_size=4),
+        1,
+        g,
+        placement=placement,
     )
     try:
         gen.generate(reqs)  # warm-up
@@ -114,6 +119,8 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--calls", type=int, default=3)
+    # on a GPU machine (with vllm, ray, deepspeed installed): e.g. --gpus-per-worker 1 --workers 1,2,4 (one GPU each)
+    ap.add_argument("--gpus-per-worker", type=float, default=0.0)
     ap.add_argument("--out", default=str(ROOT / "bench/RESULTS_scaling.md"))
     a = ap.parse_args()
     os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
@@ -130,6 +137,11 @@ def main() -> int:
     counts = [int(x) for x in a.workers.split(",")]
     ray.init(
         num_cpus=max(counts) * a.threads + 1,
+        **(
+            {"num_gpus": int(max(counts) * a.gpus_per_worker + a.gpus_per_worker)}
+            if a.gpus_per_worker
+            else {}
+        ),
         include_dashboard=False,
         log_to_driver=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}},
