@@ -49,5 +49,9 @@ def test_learner_group_and_generator_calls_go_through_the_deadline():
             "out.append(ray.get(ref))",
             "return blob_ref, ray.get(probe_ref)",
             "master_addr, master_port = ray.get(addr_actor.address.remote())",
+            "comps = ray.get(ready[0])",  # dynamic dispatch: ready from ray.wait(..., timeout=call_timeout_s)
+            "ray.get(refs)",  # weight group join: after wait_all
+            "learner_probe, stats = ray.get(lrefs[0])",  # collective sync: after wait_all
+            "counts = ray.get(wrefs)",
         }
         assert set(bare) <= allowed, bare
