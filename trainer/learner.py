@@ -5,7 +5,8 @@ NCCL on GPU). ``train`` takes this rank's share of a :class:`~trainer.batch.Trai
 ``ppo_epochs × mini_batches`` optimizer steps with micro-batch gradient accumulation, and sums the
 weighted loss terms in one backward. Gradient accumulation uses DeepSpeed's unmanaged mode
 (``managed_gradient_accumulation: false``) so the number of micro-batches may vary from step to step
-(CurES quotas and SEELE rounds make batch sizes vary).
+(CurES quotas and SEELE rounds make batch sizes vary). Log-probs come from trainer/logprobs.py on the
+targets of the loss terms only, in micro-batches of similar-length rows trimmed to their longest row.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from trainer import lora, side_modules
 from trainer.batch import TrainBatch
+from trainer.logprobs import token_logprobs
 from trainer.lora import LoraSpec
 from trainer.losses import LossInputs, Reducer, get_loss, mismatch_stats
 from trainer.side_modules import SideModuleSpec
@@ -58,35 +59,16 @@ class LearnerSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def token_logprobs(
-    model,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    temperature: float = 1.0,
-    with_entropy: bool = False,
-    features: dict[str, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-token log-probs ``[B, T]`` in the batch layout (column 0 is 0), optionally the entropy.
-
-    ``features``: per-row inputs of a side module (TrainBatch.features); plain HF models take none."""
-    extra = {"features": features} if features else {}
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extra)
-    logits = logits.logits[:, :-1].float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    lse = torch.logsumexp(logits, -1)
-    lp = logits.gather(-1, input_ids[:, 1:, None]).squeeze(-1) - lse
-    ent = None
-    if with_entropy:
-        with torch.no_grad():
-            p = torch.softmax(logits, -1)
-            ent = F.pad(lse - (p * logits).sum(-1), (1, 0))
-    return F.pad(lp, (1, 0)), ent
-
-
-def pack_units(units: list[list[int]], micro_batch_size: int) -> list[list[int]]:
+def pack_units(
+    units: list[list[int]], micro_batch_size: int, lengths: list[int] | None = None
+) -> list[list[int]]:
     """Greedy packing of units (row lists kept whole) into micro-batches of at most ``micro_batch_size`` rows
-    (a unit larger than that is a micro-batch of its own). Single-row units give the plain row chunks."""
+    (a unit larger than that is a micro-batch of its own). Single-row units give the plain row chunks.
+
+    ``lengths`` (per row): units go longest first (stable), so a micro-batch holds rows of similar length
+    and token_logprobs trims it to its own longest row instead of the batch's."""
+    if lengths is not None:
+        units = sorted(units, key=lambda u: -max(lengths[r] for r in u))
     out: list[list[int]] = []
     cur: list[int] = []
     for u in units:
@@ -97,6 +79,13 @@ def pack_units(units: list[list[int]], micro_batch_size: int) -> list[list[int]]
     if cur:
         out.append(cur)
     return out
+
+
+def needed_positions(batch: TrainBatch) -> torch.Tensor | None:
+    """``[B, T]`` bool: the targets any loss term reads (the union of the term masks); None without terms."""
+    if not batch.terms:
+        return None
+    return torch.stack([t.mask > 0 for t in batch.terms]).any(0)
 
 
 def _reducer(term, const_norm: float) -> Reducer:
@@ -217,16 +206,20 @@ class Learner:
 
     # ------------------------------------------------------------------ training
     @torch.no_grad()
-    def _logprobs_nograd(self, model, batch: TrainBatch) -> torch.Tensor:
+    def _logprobs_nograd(self, model, batch: TrainBatch, every_position: bool = False) -> torch.Tensor:
+        """Log-probs ``[B, T]`` of ``batch`` in length-sorted micro-batches: on the targets of its loss terms
+        (0 elsewhere), or on every position with ``every_position``."""
         out = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
-        for rows in self._micro_plan(batch):
+        for rows in self._micro_plan(batch, by_length=True):
             b = batch.select(rows or [0])  # an empty entry keeps ZeRO-3's gathers in step across ranks
+            needed = None if every_position else needed_positions(b)
             lp = token_logprobs(
                 model,
                 b.input_ids.to(self.device),
                 b.attention_mask.to(self.device),
                 self.spec.temperature,
                 features=self._features(b),
+                needed=needed,
             )[0].cpu()
             if rows:
                 out[rows] = lp
@@ -265,7 +258,7 @@ class Learner:
         if self.ref is None:
             raise RuntimeError("reference_logprobs: this learner loaded no reference model")
         # Rows need no grouping here; without groups no rank-agreement collective runs (only rank 0 may call).
-        return self._logprobs_nograd(self.ref, replace(batch, groups=None))
+        return self._logprobs_nograd(self.ref, replace(batch, groups=None), every_position=True)
 
     @torch.no_grad()
     def evaluate(self, batch: TrainBatch) -> dict[str, float]:
@@ -279,7 +272,12 @@ class Learner:
             micro = batch.select(rows or [0])
             ids, att = micro.input_ids.to(self.device), micro.attention_mask.to(self.device)
             lp, _ = token_logprobs(
-                self.engine, ids, att, self.spec.temperature, features=self._features(micro)
+                self.engine,
+                ids,
+                att,
+                self.spec.temperature,
+                features=self._features(micro),
+                needed=needed_positions(micro),
             )
             if not rows:  # a forward only to keep ZeRO-3's parameter gathers in step across ranks
                 continue
@@ -344,13 +342,15 @@ class Learner:
         out["learner_s"] = time.perf_counter() - t0
         return out
 
-    def _micro_plan(self, mini: TrainBatch) -> list[list[int]]:
-        """Row lists of the micro-batches of ``mini``: whole units packed up to ``micro_batch_size`` rows.
+    def _micro_plan(self, mini: TrainBatch, by_length: bool = False) -> list[list[int]]:
+        """Row lists of the micro-batches of ``mini``: whole units packed up to ``micro_batch_size`` rows
+        (``by_length``: longest units first, so micro-batches hold rows of similar length).
 
         With pairs/lists the number of micro-batches may differ between ranks, but ZeRO's collectives need
         every rank to run the same number of forward/backward passes: ranks agree on the maximum and the
         short ones add empty micro-batches (one fully masked row: no gradient, no effect on the loss)."""
-        plan = pack_units(mini.units(), self.spec.micro_batch_size)
+        lengths = mini.attention_mask.sum(-1).tolist() if by_length else None
+        plan = pack_units(mini.units(), self.spec.micro_batch_size, lengths)
         if mini.groups is not None and self.world > 1:
             import torch.distributed as dist
 
@@ -400,8 +400,9 @@ class Learner:
                 ids,
                 att,
                 self.spec.temperature,
-                with_entropy=True,
+                with_entropy=any(t.loss == "policy_gradient" for t in micro.terms),  # logged with PG only
                 features=self._features(micro),
+                needed=needed_positions(micro),
             )
             inp = LossInputs(
                 logprobs=lp,

@@ -90,6 +90,9 @@ class PPlugModule(nn.Module):
     def get_input_embeddings(self) -> nn.Module:
         return self.lm.get_input_embeddings()
 
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm.get_output_embeddings()
+
     def user_embedding(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(P_u [B, d], attention weights [B, H]) from precomputed history and input encodings."""
         dtype = self.mlp[0].weight.dtype
@@ -127,13 +130,28 @@ class PPlugModule(nn.Module):
         attention_mask: torch.Tensor,
         features: dict[str, torch.Tensor] | None = None,
         use_cache: bool = False,
+        output_hidden_states: bool = False,
+        logits_to_keep: int = 0,
     ) -> SimpleNamespace:
+        """Logits aligned with ``input_ids`` (the prefix positions cut off); ``logits_to_keep`` / hidden states
+        as in HF models (trainer/logprobs.py applies the LM head itself to the positions it needs)."""
         tok = self.lm.get_input_embeddings()(input_ids)
         pre = self.prefix(input_ids.shape[0], features, tok.dtype)
         att = torch.cat([attention_mask.new_ones(pre.shape[:2]), attention_mask], 1)
-        out = self.lm(inputs_embeds=torch.cat([pre, tok], 1), attention_mask=att, use_cache=use_cache)
+        out = self.lm(
+            inputs_embeds=torch.cat([pre, tok], 1),
+            attention_mask=att,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            logits_to_keep=logits_to_keep,
+        )
         # Cut the prefix positions: logits[:, t] again predicts input_ids[:, t + 1] (the batch layout).
-        return SimpleNamespace(logits=out.logits[:, self.n_prefix :])
+        # With logits_to_keep > 0 the LM kept the last positions only: token positions, nothing to cut.
+        logits = out.logits if logits_to_keep else out.logits[:, self.n_prefix :]
+        hidden = out.hidden_states
+        if hidden is not None:
+            hidden = tuple(h[:, self.n_prefix :] for h in hidden)
+        return SimpleNamespace(logits=logits, hidden_states=hidden)
 
     @torch.no_grad()
     def generate(
