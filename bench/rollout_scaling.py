@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def measure(workers: int, a: argparse.Namespace, model_path: str, dtype: str) -> dict:
+def measure(workers: int, a: argparse.Namespace, model_path: str, dtype: str, dispatch: str) -> dict:
     from transformers import AutoTokenizer
 
     from launch.components import ENGINES
@@ -66,7 +66,9 @@ def measure(workers: int, a: argparse.Namespace, model_path: str, dtype: str) ->
     placement = reserve("disaggregated", "PACK", workers, (a.threads, g), 1, (1, g), 120)
     probe = list(tok("The quick brown fox jumps over the lazy dog.", add_special_tokens=False)["input_ids"])
     tol = 0.15 if dtype == "bfloat16" else 0.01
-    gen = Generator(ENGINES["vllm"], spec, workers, params, probe, tol, g, placement=placement)
+    gen = Generator(
+        ENGINES["vllm"], spec, workers, params, probe, tol, g, placement=placement, dispatch=dispatch
+    )
     learners = LearnerGroup(
         LearnerSpec(model_path=model_path, dtype=dtype, threads=1, micro_batch_size=4),
         1,
@@ -99,6 +101,7 @@ def measure(workers: int, a: argparse.Namespace, model_path: str, dtype: str) ->
             coll.append(time.perf_counter() - t)
         return {
             "workers": workers,
+            "dispatch": dispatch,
             "tokens_per_s": rates,
             "sync_s": syncs,
             "collective_s": coll,
@@ -119,6 +122,9 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--calls", type=int, default=3)
+    # dynamic: small chunks to the least-loaded worker (balance; smaller engine batches); static: one even share
+    # per worker in one call (the biggest engine batch). One worker runs once (no dispatch choice there).
+    ap.add_argument("--dispatch", default="dynamic,static")
     # on a GPU machine (with vllm, ray, deepspeed installed): e.g. --gpus-per-worker 1 --workers 1,2,4 (one GPU each)
     ap.add_argument("--gpus-per-worker", type=float, default=0.0)
     ap.add_argument("--out", default=str(ROOT / "bench/RESULTS_scaling.md"))
@@ -148,14 +154,16 @@ def main() -> int:
     )
     load0 = os.getloadavg()
     results = []
+    modes = [m for m in a.dispatch.split(",") if m]
     for w in counts:
-        print(f"{w} worker(s)...", flush=True)
-        r = measure(w, a, model_path, dtype)
-        print(
-            f"  tokens/s {statistics.mean(r['tokens_per_s']):.0f}, sync {statistics.mean(r['sync_s']):.2f} s",
-            flush=True,
-        )
-        results.append(r)
+        for mode in modes if w > 1 else modes[:1]:
+            print(f"{w} worker(s), {mode} dispatch...", flush=True)
+            r = measure(w, a, model_path, dtype, mode)
+            print(
+                f"  tokens/s {statistics.mean(r['tokens_per_s']):.0f}, sync {statistics.mean(r['sync_s']):.2f} s",
+                flush=True,
+            )
+            results.append(r)
     ray.shutdown()
     base = statistics.mean(results[0]["tokens_per_s"])
     lines = [
@@ -167,19 +175,20 @@ def main() -> int:
         f"- Load average at start: {' '.join(f'{x:.2f}' for x in load0)}; at end: "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         f"- Equal in every arm: SmolLM2-135M-Instruct, {a.prompts} prompts × {a.samples} samples × ≤"
-        f"{a.max_new_tokens} new tokens, temperature 0.7, {a.threads} thread(s) per worker, dynamic dispatch, "
-        f"1 warm-up + {a.calls} measured calls; what differs: the number of workers.",
+        f"{a.max_new_tokens} new tokens, temperature 0.7, {a.threads} thread(s) per worker, "
+        f"1 warm-up + {a.calls} measured calls; what differs: the number of workers and the dispatch (dynamic: "
+        "~4 chunks per worker, one in flight per worker, to the least-loaded; static: one even share per worker).",
         f"- Provenance: {json.dumps(provenance())}",
         "",
-        "| workers | tokens/s (mean of calls) | ideal (W × 1-worker) | efficiency | weight sync s: object store |"
-        " collective (gloo, 64 MB buckets) |",
-        "|---|---|---|---|---|---|",
+        "| workers | dispatch | tokens/s (mean of calls) | ideal (W × 1-worker) | efficiency |"
+        " weight sync s: object store | collective (gloo, 64 MB buckets) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         tps = statistics.mean(r["tokens_per_s"])
         ideal = base * r["workers"]
         lines.append(
-            f"| {r['workers']} | {tps:.0f} ({', '.join(f'{x:.0f}' for x in r['tokens_per_s'])}) | {ideal:.0f} | "
+            f"| {r['workers']} | {r['dispatch'] if r['workers'] > 1 else '–'} | {tps:.0f} ({', '.join(f'{x:.0f}' for x in r['tokens_per_s'])}) | {ideal:.0f} | "
             f"{tps / ideal:.2f} | {statistics.mean(r['sync_s']):.2f} | {statistics.mean(r['collective_s']):.2f} |"
         )
     cores = os.cpu_count() or 1
@@ -191,7 +200,7 @@ def main() -> int:
         "",
         "Per-worker requests served in the last measured call: "
         + "; ".join(
-            f"W={r['workers']}: "
+            f"W={r['workers']} {r['dispatch']}: "
             + ", ".join(
                 f"{int(v)}" for k, v in sorted(r["per_worker"][-1].items()) if k.endswith("/requests")
             )

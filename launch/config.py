@@ -141,15 +141,20 @@ class RolloutConfig:
     max_restarts: int = (
         3  # a dead rollout worker is restarted (current weights, probe-checked) up to this often per call
     )
-    # Several workers: dynamic = chunks to the worker with the fewest outstanding tokens, the next chunk as soon as
-    # one returns (a slow worker serves less; which worker serves a request depends on timing, so samples are
-    # reproducible only with one worker); static = one call per worker, balanced up front (deterministic).
-    dispatch: str = "dynamic"
+    # Several workers: static = one call per worker, balanced up front (deterministic; each engine batches its
+    # whole share: 2.7x dynamic's tokens/s with 2 equal CPU workers, bench/RESULTS_scaling.md); dynamic = chunks to
+    # the worker with the fewest outstanding tokens, the next chunk as soon as one returns (a slow worker serves
+    # less, but each engine call batches only a chunk; which worker serves a request depends on timing, so
+    # samples are reproducible only with one worker). dynamic is for workers of unequal speed.
+    dispatch: str = "static"
     # How weights reach the workers after an update: object_store (rank 0 puts one safetensors blob, every worker
     # reads it) or collective (rank 0 broadcasts over a gloo/NCCL group with the workers, in buckets of
     # sync_bucket_mb; falls back to the object store for a sync where the group fails). Probe-checked either way.
     weight_sync: str = "object_store"
     sync_bucket_mb: float = 64.0
+    # GPU + ray.placement.mode colocated: vLLM sleeps (weights to host memory, KV cache dropped) while the learners
+    # train and wakes at the weight sync; vLLM has no sleep mode on CPU, where the engine refuses it at start.
+    sleep_when_idle: bool = False
 
 
 @dataclass

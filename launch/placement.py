@@ -3,9 +3,10 @@
 - ``disaggregated``: a bundle per rollout worker and a bundle per learner (rollout and training apart; on a GPU
   cluster they hold different GPUs).
 - ``colocated``: learner j and rollout worker j share bundle j (needs workers ≤ learners); the bundle holds the
-  sum of both actors' CPUs and GPUs (on GPU give each a fraction of one, e.g. 0.5 and 0.5). Sleeping vLLM while
-  the learners train is not wired yet (vLLM's sleep mode is GPU-only); on CPU colocation only packs the two
-  actors onto the same node.
+  sum of both actors' CPUs and GPUs (on GPU give each a fraction of one, e.g. 0.5 and 0.5). With
+  ``rollout.sleep_when_idle`` vLLM sleeps while the learners train (weights to host memory, KV cache dropped)
+  and wakes at the weight sync; vLLM's sleep mode is GPU-only, so on CPU colocation only packs the two actors
+  onto the same node (and the engine refuses the option).
 - ``none``: bare resource counts, Ray places each actor where it fits (the behaviour before placement groups).
 
 The group is reserved before any actor starts and must be ready within ``ready_timeout_s``: a request the

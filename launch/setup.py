@@ -234,6 +234,7 @@ def build_run(cfg: RecipeConfig) -> Run:
         r.enforce_eager,
         cfg.seed,
         r.threads_per_worker,
+        r.sleep_when_idle,
     )
     generator = None
     if s_entry.needs_generator:  # offline strategies train on data: no rollout workers, no weight sync

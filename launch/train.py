@@ -165,6 +165,8 @@ def _train(cfg: RecipeConfig) -> dict[str, float]:
                         step
                     )  # generation, scoring, train batch (waits for the thread if async)
                 metrics = item.metrics | item.extra
+                if cfg.rollout.sleep_when_idle and run.generator is not None:
+                    run.generator.sleep()  # colocated GPU: the learners get vLLM's memory; the sync wakes it
                 if item.train_batch is not None:
                     with timer("learner"):
                         metrics |= run.learners.train(item.train_batch, run.pad_id)  # DeepSpeed step(s)

@@ -326,6 +326,20 @@ def validate(cfg: RecipeConfig, origin: str = "<recipe>") -> None:
         f"colocated puts rollout worker j beside learner j: rollout.num_workers ({cfg.rollout.num_workers}) must "
         f"be <= trainer.num_learners ({cfg.trainer.num_learners})",
     )
+    if cfg.rollout.sleep_when_idle:
+        _check(cfg.rollout.engine == "vllm", origin, "rollout.sleep_when_idle", "needs rollout.engine: vllm")
+        _check(
+            pl.mode == "colocated",
+            origin,
+            "rollout.sleep_when_idle",
+            f"frees device memory for learners sharing it: needs ray.placement.mode: colocated (not {pl.mode!r})",
+        )
+        _check(
+            not cfg.algorithm.async_rollout.enabled,
+            origin,
+            "rollout.sleep_when_idle",
+            "async rollout generates while the learners train: the engine cannot sleep then; disable one",
+        )
     _validate_async(cfg, origin, reg.strategies)
     _validate_dynamic(cfg, origin, reg.strategies)
     _check(

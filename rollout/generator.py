@@ -358,6 +358,10 @@ class Generator:
             list(range(len(self.workers))),
         )
 
+    def sleep(self) -> None:
+        """Every worker releases its device memory (rollout.sleep_when_idle) until its next engine call."""
+        self._call_each("sleep", lambda w: self.workers[w].sleep.remote(), list(range(len(self.workers))))
+
     def pop_restarts(self) -> int:
         """Worker restarts since the last call (a per-step metric)."""
         n, self.restarts = self.restarts, 0

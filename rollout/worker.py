@@ -55,6 +55,11 @@ class RolloutWorker:
     def probe_logprobs(self, token_ids: list[int]) -> list[float]:
         return self.engine.probe_logprobs(token_ids)
 
+    def sleep(self) -> bool:
+        """Release the engine's device memory until its next call (engines without a sleep mode: no-op)."""
+        sleep = getattr(self.engine, "sleep", None)
+        return bool(sleep()) if sleep is not None else False
+
     # ---------------------------------------------------------------- collective weight sync
     def join_weight_group(self, host: str, port: int, rank: int, world: int, timeout_s: float) -> None:
         """Join learner rank 0's weight-broadcast group (trainer/weight_broadcast.py) as ``rank``."""

@@ -21,6 +21,8 @@ class EngineSpec:
     enforce_eager: bool = True
     seed: int = 0
     threads: int = 2
+    # vLLM sleep mode (GPU): release weights and KV cache while the colocated learners train (rollout.sleep_when_idle)
+    sleep_when_idle: bool = False
 
 
 class Engine(Protocol):

@@ -51,6 +51,30 @@ def test_placement_keys_are_validated(tiny_model, tmp_path):
         )
 
 
+def test_sleep_when_idle_is_validated_and_refused_where_vllm_has_no_sleep_mode(tiny_model, tmp_path):
+    """rollout.sleep_when_idle frees device memory for colocated learners: it needs colocation and a synchronous
+    loop, and vLLM's sleep mode exists on GPUs only, so on this CPU the engine refuses it naming the key."""
+    from launch.config import ConfigError, load_recipe
+    from rollout.engines.vllm_engine import check_sleep_mode
+
+    recipe = ROOT / "recipes/grpo_default.yaml"
+    base = [*tiny_overrides(tiny_model, tmp_path), "rollout.sleep_when_idle=true"]
+    with pytest.raises(ConfigError, match=r"rollout\.sleep_when_idle.*colocated \(not 'disaggregated'\)"):
+        load_recipe(recipe, base)
+    colocated = [*base, "ray.placement.mode=colocated"]
+    with pytest.raises(ConfigError, match=r"rollout\.sleep_when_idle.*async rollout"):
+        load_recipe(
+            recipe,
+            [*colocated, "algorithm.async_rollout.enabled=true", "algorithm.tis_cap=2"],
+        )
+    assert load_recipe(recipe, colocated).rollout.sleep_when_idle  # valid: the engine decides at start
+    import torch
+
+    if not torch.cuda.is_available():  # on a GPU machine the check passes (and the engine sleeps)
+        with pytest.raises(ValueError, match=r"rollout\.sleep_when_idle: vLLM's sleep mode needs a CUDA"):
+            check_sleep_mode()
+
+
 def test_unplaceable_group_fails_at_once_with_the_numbers(ray_cluster):
     """The session cluster has 8 CPUs on one node: STRICT_SPREAD over two nodes can never be placed."""
     from launch.placement import reserve
