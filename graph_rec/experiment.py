@@ -215,6 +215,16 @@ def default_out_path(spec: ModelSpec, ctx: RunContext, cfg: Any, default_cfg: An
     return Path("runs/graph_rec") / spec.name / dataset_slug(ctx.dataset) / f"{name}.json"
 
 
+def budget(cfg: Any, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Optimiser steps per seed and epochs; with a step budget (``steps`` > 0) the epochs actually begun."""
+    steps = [r["steps"] for r in per_seed]
+    out: dict[str, Any] = {"steps_per_seed": int(np.mean(steps)), "epochs": getattr(cfg, "epochs", None)}
+    if getattr(cfg, "steps", 0):
+        out["step_budget"] = cfg.steps
+        out["epochs"] = max(len(r["history"]) for r in per_seed)
+    return out
+
+
 def run_experiment(
     spec: ModelSpec, args: argparse.Namespace, argv: list[str] | None = None
 ) -> dict[str, Any]:
@@ -243,7 +253,6 @@ def run_experiment(
                 {"seed": seed, "metrics": o.metrics, "steps": o.steps, "train_seconds": round(o.train_seconds, 2),
                  "history": o.history, "extra": o.extra}
             )  # fmt: skip
-    steps = [r["steps"] for r in per_seed]
     result = {
         "schema": SCHEMA,
         "model": spec.name,
@@ -269,7 +278,10 @@ def run_experiment(
         },
         "headline": list(spec.headline(cfg)),
         "metrics": aggregate([r["metrics"] for r in per_seed]),
-        "budget": {"steps_per_seed": int(np.mean(steps)), "epochs": getattr(cfg, "epochs", None)},
+        "overrides": {
+            k: v for k, v in dataclasses.asdict(cfg).items() if dataclasses.asdict(default_cfg)[k] != v
+        },
+        "budget": budget(cfg, per_seed),
         "data": spec.describe(prepared) if spec.describe else {},
         "per_seed": per_seed,
         "wall_seconds": round(time.perf_counter() - t0, 1),

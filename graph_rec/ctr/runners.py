@@ -29,6 +29,7 @@ from graph_rec.registry import register_model
 @dataclass
 class CTRConfig:
     epochs: int = 5
+    steps: int = 0  # > 0: exactly this many optimiser steps per seed instead of epochs (equal budgets)
     lr: float = 1e-3
     batch_size: int = 1024  # clicks per optimiser step
     dim: int = 32
@@ -80,7 +81,11 @@ def run_seed_with(build: LearnerBuilder) -> Callable[[Any, CTRData, int, RunCont
     def run_seed(cfg: CTRConfig, data: CTRData, seed: int, ctx: RunContext) -> SeedOutcome:
         learner = build(cfg, data).to(ctx.device)
         fit_cfg = CTRFitConfig(
-            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            max_steps=cfg.steps,
         )
         res = fit_ctr(learner, data.train, fit_cfg, seed)
         metrics = {

@@ -22,7 +22,7 @@ from graph_rec.ctr.fm import FM
 from graph_rec.ctr.gmt import GMT, consistency
 from graph_rec.ctr.hin import Clicks
 from graph_rec.ctr.sampler import NeighbourSampler
-from graph_rec.recsys.train import model_device
+from graph_rec.recsys.train import model_device, planned_epochs
 
 
 class CTRLearner(Protocol):
@@ -69,6 +69,7 @@ class CTRFitConfig:
     batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 0.0
+    max_steps: int = 0  # > 0: stop after exactly this many optimiser steps (an equal budget across models)
     log: Callable[[str], None] = print
 
 
@@ -105,11 +106,14 @@ def fit_ctr(learner: nn.Module, train: Clicks, cfg: CTRFitConfig, seed: int) -> 
     dev = model_device(learner)
     result = CTRFitResult([], 0, 0.0)
     t0 = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    epochs = planned_epochs(cfg.epochs, cfg.max_steps, -(-len(train.labels) // cfg.batch_size))
+    for epoch in range(1, epochs + 1):
         learner.train()
         order = rng.permutation(len(train.labels))
         total, steps = 0.0, 0
         for s in range(0, len(order), cfg.batch_size):
+            if cfg.max_steps and result.steps + steps >= cfg.max_steps:
+                break
             idx = order[s : s + cfg.batch_size]
             loss = learner.loss(
                 torch.from_numpy(train.users[idx]).to(dev),

@@ -35,6 +35,9 @@ from graph_rec.registry import register_model
 class CrossConfig:
     # An epoch is as many steps as the larger domain needs to cover its interactions once (cross_train.py).
     epochs: int = 40
+    # > 0: exactly this many steps per seed (one batch per domain each) instead of epochs; a LightGCN run with
+    # the same steps and batch_size sees as many batches of its domain (equal budgets)
+    steps: int = 0
     lr: float = 5e-3
     batch_size: int = 4096  # triples per domain per optimiser step
     dim: int = 64
@@ -80,7 +83,12 @@ def describe(pair: CrossDomainPair) -> dict[str, Any]:
 def run_seed_with(build: CrossBuilder) -> Callable[[Any, CrossDomainPair, int, RunContext], SeedOutcome]:
     def run_seed(cfg: CrossConfig, pair: CrossDomainPair, seed: int, ctx: RunContext) -> SeedOutcome:
         model = build(cfg, pair).to(ctx.device)
-        res = fit_cross(model, pair, FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr), seed)
+        res = fit_cross(
+            model,
+            pair,
+            FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, max_steps=cfg.steps),
+            seed,
+        )
         per_domain = evaluate_cross(model, pair)
         metrics = {f"test/{k}": v for k, v in per_domain["a"].items()}
         metrics.update({f"test_partner/{k}": v for k, v in per_domain["b"].items()})

@@ -2,7 +2,8 @@
 
 A model implements :class:`CrossRecommender`. Each step draws one batch of (user, positive, negative) triples
 per domain (with replacement); an epoch is as many steps as the larger domain needs to cover its interactions
-once. There is no validation split in the leave-one-out data, so the last state is evaluated.
+once (``FitConfig.max_steps`` > 0 instead stops after exactly that many steps, each one batch per domain, so a
+single-domain model given the same ``steps`` sees as many batches of its domain). There is no validation split in the leave-one-out data, so the last state is evaluated.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from graph_rec.recsys.data import CrossDomainPair
 from graph_rec.recsys.metrics import ScoreFn, sampled_ranking
-from graph_rec.recsys.train import FitConfig, FitResult, NegativeSampler, model_device
+from graph_rec.recsys.train import FitConfig, FitResult, NegativeSampler, model_device, planned_epochs
 
 DOMAINS = ("a", "b")
 
@@ -44,12 +45,15 @@ def fit_cross(model: torch.nn.Module, pair: CrossDomainPair, cfg: FitConfig, see
     samplers = {"a": NegativeSampler(pair.a.train, rng), "b": NegativeSampler(pair.b.train, rng)}
     steps = math.ceil(max(pair.a.train.nnz, pair.b.train.nnz) / cfg.batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    result = FitResult(best_epoch=cfg.epochs, best_valid={})
+    epochs = planned_epochs(cfg.epochs, cfg.max_steps, steps)
+    result = FitResult(best_epoch=epochs, best_valid={})
     dev = model_device(model)
     t0 = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(1, epochs + 1):
         model.train()
         total = 0.0
+        if cfg.max_steps:
+            steps = min(steps, cfg.max_steps - result.steps)
         for _ in range(steps):
             batch = {d: Triples(*(t.to(dev) for t in samplers[d].sample(cfg.batch_size))) for d in DOMAINS}
             loss = model.loss(model.propagate(), batch)

@@ -32,6 +32,7 @@ class RankingConfig:
     protocol: str = field(default="split", metadata={"choices": ("split", "loo")})
     core: int = 5  # k-core filter (split protocol)
     epochs: int = 100  # one epoch covers every training interaction once
+    steps: int = 0  # > 0: exactly this many optimiser steps per seed instead of epochs (equal budgets)
     lr: float = 5e-3
     batch_size: int = 4096  # (user, positive, negative) triples per optimiser step
     dim: int = 64  # embedding width
@@ -52,6 +53,9 @@ class HgformerConfig(RankingConfig):
     margin: float = 0.1  # margin of the distance hinge loss
     attention: str = field(default="linear", metadata={"choices": ("linear", "exact")})
     n_features: int = 64  # random features of the linear attention
+    # gcn: attention over LHGCN's output (the paper); embedding: over the input embeddings, parallel to LHGCN
+    attention_input: str = field(default="gcn", metadata={"choices": ("gcn", "embedding")})
+    learn_curvature: bool = False  # curvature K learnable (softplus, init 1) instead of fixed K = 1
 
 
 # (cfg, n_users, n_items, adj, seed) -> model
@@ -93,7 +97,11 @@ def run_seed_with(build: Builder) -> Callable[[RankingConfig, Any, int, RunConte
     def run_seed(cfg: RankingConfig, data: SplitData | LooDomain, seed: int, ctx: RunContext) -> SeedOutcome:
         model = build(cfg, data.n_users, data.n_items, norm_adj(data.train), seed).to(ctx.device)
         fit_cfg = FitConfig(
-            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, eval_every=cfg.eval_every
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            eval_every=cfg.eval_every,
+            max_steps=cfg.steps,
         )
         extra: dict[str, Any] = {}
         if isinstance(data, SplitData):
@@ -108,6 +116,8 @@ def run_seed_with(build: Builder) -> Callable[[RankingConfig, Any, int, RunConte
         else:
             res = fit(model, data.train, fit_cfg, seed)
             test, metrics = sampled_ranking(score_fn(model), data.test), {}
+        if isinstance(model, Hgformer):
+            extra["curvature"] = float(model.k.item())
         metrics.update({f"test/{k}": v for k, v in test.items()})
         return SeedOutcome(metrics, res.steps, res.history, res.train_seconds, extra)
 
@@ -138,7 +148,8 @@ LIGHTGCN = register_model(
 def _hgformer(c: HgformerConfig, nu: int, ni: int, adj: torch.Tensor, seed: int) -> torch.nn.Module:
     return Hgformer(
         nu, ni, adj, dim=c.dim, layers=c.layers, heads=c.heads, tau=c.tau, alpha=c.alpha, margin=c.margin,
-        attention=c.attention, n_features=c.n_features, seed=seed,
+        attention=c.attention, n_features=c.n_features, seed=seed, attention_input=c.attention_input,
+        learn_curvature=c.learn_curvature,
     )  # fmt: skip
 
 
@@ -151,7 +162,7 @@ HGFORMER = register_model(
         prepare=prepare,
         run_seed=run_seed_with(_hgformer),
         headline=headline,
-        variant=lambda cfg: f"{cfg.protocol}_{cfg.attention}",
+        variant=lambda cfg: f"{cfg.protocol}_{cfg.attention}_{cfg.attention_input}",
         describe=describe,
     )
 )

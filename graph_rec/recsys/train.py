@@ -10,6 +10,7 @@ callback is given); otherwise the last state is used.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class FitConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0  # optimiser weight decay (LightGCN's L2 is inside its loss instead)
     eval_every: int = 5  # epochs between validation runs
+    max_steps: int = 0  # > 0: stop after exactly this many optimiser steps (an equal budget across models)
     select_metric: str = "recall@20"
     log: Callable[[str], None] = print
 
@@ -113,6 +115,13 @@ def score_fn(model: Recommender) -> ScoreFn:
     return score
 
 
+def planned_epochs(epochs: int, max_steps: int, steps_per_epoch: int) -> int:
+    """Epochs to run: ``epochs``, or with a step budget as many as ``max_steps`` needs (the last one cut)."""
+    if max_steps < 0:
+        raise ValueError(f"steps {max_steps}: must be >= 0 (0 = epochs x steps per epoch)")
+    return epochs if max_steps == 0 else math.ceil(max_steps / max(steps_per_epoch, 1))
+
+
 def fit(
     model: torch.nn.Module,
     train: sp.csr_matrix,
@@ -123,14 +132,17 @@ def fit(
     rng = np.random.default_rng(seed)
     sampler = NegativeSampler(train, rng)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    result = FitResult(best_epoch=cfg.epochs, best_valid={})
+    epochs = planned_epochs(cfg.epochs, cfg.max_steps, math.ceil(train.nnz / cfg.batch_size))
+    result = FitResult(best_epoch=epochs, best_valid={})
     best_state, best_val = None, -np.inf
     dev = model_device(model)
     t0 = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(1, epochs + 1):
         model.train()
         total, steps = 0.0, 0
         for users, pos, neg in sampler.epoch(cfg.batch_size):
+            if cfg.max_steps and result.steps + steps >= cfg.max_steps:
+                break
             users, pos, neg = users.to(dev), pos.to(dev), neg.to(dev)
             reps = model.propagate()
             loss = model.loss(reps, users, pos, neg)
@@ -140,7 +152,7 @@ def fit(
             total, steps = total + loss.item(), steps + 1
         result.steps += steps
         row: dict[str, float] = {"epoch": epoch, "loss": total / max(steps, 1)}
-        if validate is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+        if validate is not None and (epoch % cfg.eval_every == 0 or epoch == epochs):
             metrics = validate(score_fn(model))
             row.update({f"valid_{k}": v for k, v in metrics.items()})
             if metrics[cfg.select_metric] > best_val:

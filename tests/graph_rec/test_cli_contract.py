@@ -273,3 +273,48 @@ def test_every_model_runs_on_cuda(model: str, root: Path, tmp_path: Path) -> Non
         pytest.skip("needs a CUDA GPU")
     r = run_cli(model, root, tmp_path / "r.json", device="cuda")
     assert r["run"]["device"] == "cuda" and r["provenance"]["cuda_device"]
+
+
+@pytest.mark.parametrize("model", ["lightgcn", "hgformer", "hcts", "bitgcf", "gmt", "fm"])
+def test_step_budget_is_exact(model: str, root: Path, tmp_path: Path) -> None:
+    """``steps`` is the equal-budget knob of every recommender/CTR model: exactly that many optimiser steps."""
+    r = run_cli(model, root, tmp_path / "r.json", "--set", "steps=5", "--seeds", "1")
+    assert [s["steps"] for s in r["per_seed"]] == [5]
+    assert r["budget"]["step_budget"] == 5 and r["budget"]["steps_per_seed"] == 5
+    assert r["budget"]["epochs"] == len(r["per_seed"][0]["history"])
+    assert r["overrides"]["steps"] == 5
+
+
+def test_tune_writes_the_best_point_with_its_grid(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "runs" / "tuned.json"
+    base = ["lightgcn", *SMALL["lightgcn"], "--data-root", str(root), "--seeds", "2", "--threads", "1"]
+    assert main(["tune", *base, "--grid", "lr=0.001,0.05", "--grid", "reg=0.0001,0.01", "--select",
+                 "valid/recall@20", "--out", str(out)]) == 0  # fmt: skip
+    r = json.loads(out.read_text())
+    t = r["tuning"]
+    assert t["grid"] == {"lr": [0.001, 0.05], "reg": [0.0001, 0.01]} and len(t["points"]) == 4
+    assert t["select"] == "valid/recall@20" and t["direction"] == "max" and t["on_test"] is False
+    best = max(t["points"], key=lambda p: p["mean"])
+    assert t["chosen"] == best["settings"]
+    assert {k: r["config"][k] for k in t["chosen"]} == t["chosen"]  # the file's run is the chosen point
+    assert r["metrics"]["valid/recall@20"]["mean"] == pytest.approx(best["mean"])
+    assert r["command"][3] == "tune"
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    assert "tuned: 4 points on valid/recall@20" in capsys.readouterr().out
+    # selecting on test labels is refused unless asked for, and then recorded
+    err_base = ["tune", *base, "--grid", "lr=0.001,0.05", "--out", str(tmp_path / "t.json")]
+    capsys.readouterr()
+    assert main([*err_base, "--select", "test/recall@20"]) == 2
+    assert "--select-on-test" in capsys.readouterr().err and not (tmp_path / "t.json").exists()
+    assert main([*err_base, "--select", "test/recall@20", "--select-on-test", "--seeds", "1"]) == 0
+    assert json.loads((tmp_path / "t.json").read_text())["tuning"]["on_test"] is True
+    for grid, message in (
+        ("learning_rate=1,2", "not a config field"),
+        ("lr", "expected KEY=V1,V2"),
+        ("dim=4,8", "also given as its own flag --dim"),  # SMALL sets --dim 8
+    ):
+        assert main(["tune", *base, "--grid", grid, "--select", "valid/recall@20"]) == 2
+        assert message in capsys.readouterr().err

@@ -4,6 +4,7 @@ agreement, and short training smoke runs that must beat chance."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -94,6 +95,44 @@ def test_hgformer_forward_backward(attention: str) -> None:
     s = m.score((u, it), torch.tensor([0, 1]), None)
     d = L.dist(u[:2].unsqueeze(1), it.unsqueeze(0), 1.0)
     assert torch.equal(s.argsort(dim=1, descending=True), d.argsort(dim=1))  # score ranks like −d
+
+
+def test_hgformer_attention_reads_lhgcn_output_or_embeddings() -> None:
+    """``gcn`` (the paper): the attention branch sees LHGCN's output, so changing the graph changes it; with
+    ``embedding`` the attention branch does not depend on the graph at all."""
+    train, _ = _clustered()
+    r = to_csr(train, 60, 40)
+    other = to_csr(_clustered(seed=1)[0], 60, 40)
+
+    def branch(wiring: str, graph: Any) -> torch.Tensor:
+        torch.manual_seed(0)
+        m = Hgformer(
+            60, 40, norm_adj(graph), dim=8, layers=1, attention="exact", attention_input=wiring
+        ).eval()
+        m.alpha = 1.0  # the output is the attention branch alone
+        with torch.no_grad():
+            return torch.cat(m.propagate())
+
+    assert not torch.allclose(branch("gcn", r), branch("gcn", other), atol=1e-4)
+    assert torch.allclose(branch("embedding", r), branch("embedding", other), atol=1e-6)
+    with pytest.raises(ValueError, match="attention_input"):
+        Hgformer(60, 40, norm_adj(r), dim=8, attention_input="values")
+
+
+def test_hgformer_curvature_is_fixed_unless_learned() -> None:
+    train, _ = _clustered()
+    r = to_csr(train, 60, 40)
+    for learn in (False, True):
+        torch.manual_seed(0)
+        m = Hgformer(60, 40, norm_adj(r), dim=8, layers=1, learn_curvature=learn, margin=0.5)
+        assert m.k.item() == pytest.approx(1.0, abs=1e-6)
+        fit(m, r, FitConfig(epochs=3, batch_size=128, lr=0.05, log=lambda s: None), seed=0)
+        moved = abs(m.k.item() - 1.0) > 1e-4
+        assert moved == learn, (learn, m.k.item())
+        u, _ = m.propagate()
+        assert torch.allclose(
+            L.inner(u, u), torch.full((60,), -m.k.item()), rtol=1e-3
+        )  # on the K-hyperboloid
 
 
 @pytest.mark.parametrize("name", ["lightgcn", "hgformer"])
