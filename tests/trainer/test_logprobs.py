@@ -61,9 +61,15 @@ def _grads(model, lp: torch.Tensor, weight: torch.Tensor) -> dict[str, torch.Ten
 
 
 def _assert_same_grads(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """Equal up to fp32 summation order: the chunked path adds the same terms in another order, so an element
+    that is a sum of large cancelling terms (gradients of ~10 here) can differ by more than a fixed 1e-6 (CI
+    failed on one such element with a norm-relative difference of 4e-7); the absolute tolerance is scaled to
+    the tensor's largest entry instead, and the whole tensor must agree to 1e-5 in norm."""
     assert a.keys() == b.keys() and a
     for k in a:
-        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6), k
+        scale = float(a[k].abs().max())
+        assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6 + 1e-6 * scale), k
+        assert float((a[k] - b[k]).norm()) <= 1e-5 * float(a[k].norm()) + 1e-9, k
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
@@ -96,7 +102,7 @@ def test_default_is_every_position_and_checkpointed_chunks_match():
     lp1, ent1 = token_logprobs(model, ids, att, 0.7, True, chunk_size=4)  # padding positions included
     assert torch.allclose(lp1, lp0, atol=1e-5) and torch.allclose(ent1, ent0, atol=1e-5)
     assert torch.all(lp1[:, 0] == 0)
-    weight = torch.randn(ids.shape) * needed
+    weight = torch.randn(ids.shape, generator=torch.Generator().manual_seed(2)) * needed
     g0 = _grads(model, lp0, weight)
     lp2, ent2 = token_logprobs(model, ids, att, 0.7, True, needed=needed, chunk_size=5, checkpoint=True)
     _assert_same_grads(g0, _grads(model, lp2, weight))
@@ -125,7 +131,7 @@ def test_peft_lora_model_matches_and_trains_adapters():
             if "lora_B" in n:
                 p.normal_(0, 0.05)
     ids, att, needed = _padded_batch(seed=3)
-    weight = torch.randn(ids.shape) * needed
+    weight = torch.randn(ids.shape, generator=torch.Generator().manual_seed(3)) * needed
     lp0, _ = reference_logprobs(model, ids, att, 0.7)
     g0 = _grads(model, lp0, weight)
     lp1, _ = token_logprobs(model, ids, att, 0.7, needed=needed, chunk_size=3)
@@ -155,7 +161,7 @@ def test_pplug_side_module_matches(tiny_model):
     g = torch.Generator().manual_seed(0)
     feats = {"history": torch.randn(3, 4, e, generator=g), "history_mask": torch.ones(3, 4)}
     feats["query"] = torch.randn(3, e, generator=g)
-    weight = torch.randn(ids.shape) * needed
+    weight = torch.randn(ids.shape, generator=g) * needed
     lp0, ent0 = reference_logprobs(m, ids, att, 0.7, True, features=feats)
     g0 = _grads(m, lp0, weight)
     lp1, ent1 = token_logprobs(m, ids, att, 0.7, True, feats, needed=needed, chunk_size=2)
