@@ -147,7 +147,7 @@ def git_commit() -> str:
     def git(*cmd: str) -> str:
         return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
-    dirty = git("status", "--porcelain", "--", "graph_rec")
+    dirty = git("status", "--porcelain", "--", "graph_rec", ":!graph_rec/results")  # results are outputs
     return git("rev-parse", "HEAD") + (" + uncommitted graph_rec changes" if dirty else "")
 
 

@@ -20,6 +20,7 @@ STRATEGY_MODULES = [
     "rollout.strategies.online_preference",
     "rollout.strategies.cog_rethinker",
     "rollout.strategies.sepo",
+    "rollout.strategies.multiturn_grpo",
 ]
 CURRICULUM_MODULES = ["curricula.uniform", "curricula.cures"]
 

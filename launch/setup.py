@@ -83,7 +83,11 @@ def check_reward_signatures(cfg: RecipeConfig, train_set: Any, eval_set: Any) ->
     def columns(ds: Any) -> set[str]:
         return set().union(*(p.columns for p in ds)) if ds else set()
 
-    train_cols, eval_cols = columns(train_set), columns(eval_set)
+    from launch.components import load_registries
+
+    entry = load_registries().strategies.get(cfg.strategy.name)
+    added = set(entry.columns) if entry is not None else set()  # e.g. a multi-turn episode's outcome
+    train_cols, eval_cols = columns(train_set) | added, columns(eval_set)
     rw = cfg.rewards
     checks = [(f"rewards.functions[{i}]", s, train_cols) for i, s in enumerate(rw.functions)]
     checks += [(f"rewards.monitors[{i}]", s, train_cols) for i, s in enumerate(rw.monitors)]
@@ -341,6 +345,7 @@ def build_run(cfg: RecipeConfig) -> Run:
             learners,
             cfg.data.skip_invalid,
             features,
+            str(cfg.output_dir),
         ),
         s_options,
     )

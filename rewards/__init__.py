@@ -10,6 +10,7 @@
   frozen CTR model), ``gqr_hit`` (hit@n) and the list monitors ``gqr_malformed`` / ``gqr_short`` / ``gqr_valid``.
 - :mod:`rewards.chronoqa`  ``chronoqa``: ChronoQA answer check (normalised containment / exact, yes/no by
   polarity) and the answer-check registry of ``launch.eval --task chronoqa``.
+- :mod:`rewards.env`       ``env_return`` / ``env_won``: a multi-turn episode's final reward / success.
 - :mod:`rewards.ctr_model` GQR's CTR model over (query, candidate): features, trainer CLI, cached loader.
 - :mod:`rewards.scorer`    ``RewardScorer``: calls every plugin once per batch, isolated in a worker process,
   and fills in ``Sample.reward`` / ``reward_details`` / ``correct``.

@@ -173,6 +173,7 @@ def reward_key(spec: str) -> str:
 # Built-ins register themselves on import; they import their heavy dependencies (math_verify)
 # inside the functions, so this stays cheap. Imported last: they import register_reward from here.
 from rewards import chronoqa as _chronoqa  # noqa: E402, F401
+from rewards import env as _env  # noqa: E402, F401
 from rewards import format as _format  # noqa: E402, F401
 from rewards import gqr as _gqr  # noqa: E402, F401
 from rewards import guards as _guards  # noqa: E402, F401

@@ -73,6 +73,9 @@ class Sample:
     reward_details: dict[str, float | None] = field(default_factory=dict)  # per reward plugin, unweighted
     correct: bool | None = None  # verifier outcome when a reward says so (reward_details["accuracy"] ≥ 0.5)
     meta: dict[str, Any] = field(default_factory=dict)  # strategy-specific (hint_len, template, ...)
+    # [R] 1 on response tokens that are the policy's own targets; None: every response token is. Multi-turn
+    # episodes (rollout/multiturn.py) interleave environment observations inside the response: 0 there.
+    target_mask: list[int] | None = None
 
 
 @dataclass

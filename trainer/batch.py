@@ -120,7 +120,7 @@ class TrainBatch:
 class Collated:
     input_ids: torch.Tensor  # [B, T]
     attention_mask: torch.Tensor  # [B, T]
-    response_mask: torch.Tensor  # [B, T] float: 1 on generated tokens
+    response_mask: torch.Tensor  # [B, T] float: 1 on generated tokens (narrowed by target masks)
     prompt_lens: list[int]  # [B]
     engine_logprobs: torch.Tensor  # [B, T] engine log-probs on response positions, 0 elsewhere
 
@@ -130,8 +130,12 @@ def collate(
     response_ids: Sequence[Sequence[int]],
     pad_id: int,
     engine_logprobs: Sequence[Sequence[float]] | None = None,
+    target_masks: Sequence[Sequence[int] | None] | None = None,
 ) -> Collated:
-    """Right-pad ``prompt + response`` rows into one batch with a response mask."""
+    """Right-pad ``prompt + response`` rows into one batch with a response mask.
+
+    ``target_masks[b]`` (one 0/1 per response token, or None for all ones) narrows row b's response mask to
+    the tokens the policy produced: multi-turn rows carry environment observations inside the response."""
     B = len(prompt_ids)
     lens = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids, strict=True)]
     T = max(lens) if lens else 1
@@ -143,7 +147,13 @@ def collate(
         n = len(p) + len(r)
         ids[b, :n] = torch.tensor(list(p) + list(r), dtype=torch.long)
         att[b, :n] = 1
-        resp[b, len(p) : n] = 1.0
+        tm = target_masks[b] if target_masks is not None else None
+        if tm is None:
+            resp[b, len(p) : n] = 1.0
+        else:
+            if len(tm) != len(r):
+                raise ValueError(f"row {b}: target mask has {len(tm)} entries for {len(r)} response tokens")
+            resp[b, len(p) : n] = torch.tensor(list(tm), dtype=torch.float32)
         if engine_logprobs is not None and len(r):
             elp[b, len(p) : n] = torch.tensor(engine_logprobs[b], dtype=torch.float32)
     return Collated(ids, att, resp, [len(p) for p in prompt_ids], elp)

@@ -58,6 +58,9 @@ class StrategyContext:
     )
     # Per-row side-module inputs (trainer/side_modules.py): samples -> TrainBatch.features; None: no side module
     features: Callable[[list[Sample]], dict[str, Any]] | None = None
+    output_dir: str | None = (
+        None  # the run's output root: strategies that keep records (episodes) write there
+    )
 
 
 StrategyFactory = Callable[[StrategyContext, Any], RolloutStrategy]
@@ -77,16 +80,23 @@ class StrategyEntry:
     # (trainer.losses.LossSpec.roles) decide which auxiliary models the learners load.
     losses: LossesFn = pg_losses
     needs_generator: bool = True  # False: offline (no rollout workers are started, no weight sync runs)
+    # Columns the strategy adds to every row before scoring (multi-turn: the episode's outcome), so the reward
+    # plugins' signature check knows they will be supplied.
+    columns: tuple[str, ...] = ()
 
 
 STRATEGIES: dict[str, StrategyEntry] = {}
 
 
 def register_strategy(
-    name: str, options: type, losses: LossesFn = pg_losses, needs_generator: bool = True
+    name: str,
+    options: type,
+    losses: LossesFn = pg_losses,
+    needs_generator: bool = True,
+    columns: tuple[str, ...] = (),
 ) -> Callable[[StrategyFactory], StrategyFactory]:
     def deco(factory: StrategyFactory) -> StrategyFactory:
-        STRATEGIES[name] = StrategyEntry(factory, options, losses, needs_generator)
+        STRATEGIES[name] = StrategyEntry(factory, options, losses, needs_generator, columns)
         return factory
 
     return deco

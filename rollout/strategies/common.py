@@ -111,6 +111,7 @@ def pg_train_batch(
         [s.response_ids for s in samples],
         pad_id,
         [s.logprobs for s in samples],
+        [s.target_mask for s in samples],
     )
     cut = [algorithm.overlong_filter and s.finish_reason == "length" for s in samples]
     valid = torch.tensor([r is not None and not c for r, c in zip(rewards, cut)], dtype=torch.float32)[
@@ -166,7 +167,12 @@ def preference_train_batch(
     Samples of one list share ``group_id``; ``meta["rank"]`` orders them (0 = best) and ``reward`` is the
     score behind the ranking. Lists become :attr:`TrainBatch.groups` units, so the learner never splits them.
     """
-    col = collate([s.prompt_ids for s in samples], [s.response_ids for s in samples], pad_id)
+    col = collate(
+        [s.prompt_ids for s in samples],
+        [s.response_ids for s in samples],
+        pad_id,
+        target_masks=[s.target_mask for s in samples],
+    )
     ids: dict[str, int] = {}
     group = torch.tensor([ids.setdefault(s.group_id, len(ids)) for s in samples], dtype=torch.long)
     rank = torch.tensor([int(s.meta["rank"]) for s in samples], dtype=torch.long)
