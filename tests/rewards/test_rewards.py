@@ -200,7 +200,8 @@ def test_builtins_registered_without_math_verify() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     gqr = "'gqr_ctr', 'gqr_hit', 'gqr_malformed', 'gqr_short', 'gqr_valid'"  # GQR's CTR model loads torch lazily
     assert (
-        out.strip() == f"['chronoqa', 'copied_expression', 'format', {gqr}, 'math', 'overlong'] False False"
+        out.strip()
+        == f"['chronoqa', 'copied_expression', 'env_return', 'env_won', 'format', {gqr}, 'math', 'overlong'] False False"
     )
 
 
