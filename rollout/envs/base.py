@@ -24,7 +24,9 @@ only where an episode runs (the env actors), because their packages are heavy (T
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -76,6 +78,19 @@ def make_env(name: str, options: dict[str, Any] | None = None) -> Environment:
     except ImportError as e:  # the package behind an adapter is optional: say which and how to get it
         raise EnvError(f"environment {name!r} needs a package that is not installed: {e}") from e
     return factory(**(options or {}))
+
+
+# Task files: the data loader's convention (data.source: DIR/train.jsonl finds DIR/test.jsonl as its eval split).
+SPLIT_FILES = {"train": "train.jsonl", "heldout": "test.jsonl"}
+
+
+def write_split(out: Path, part: str, rows: list[dict[str, Any]]) -> Path:
+    """Write one split's task rows (``id``, ``text``, ``env``, ``expert_actions``, env keys) as JSON lines."""
+    path = Path(out) / SPLIT_FILES[part]
+    with path.open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    return path
 
 
 def parse_action(text: str) -> str:

@@ -7,7 +7,7 @@ folder (``llm/scienceworld``, see its PROVENANCE.md)::
 
     python -m rollout.envs.scienceworld_env make-tasks --out runs/sciworld --train 16 --heldout 8 --seed 0
 
-writes ``train.jsonl`` (drawn from ETO's train indices) and ``heldout.jsonl`` (from ETO's test indices),
+writes ``train.jsonl`` (drawn from ETO's train indices) and ``test.jsonl`` (held-out, from ETO's test indices),
 one row per (task, variation): ``uid``, ``text`` (the task description), ``env: scienceworld``,
 ``task_name`` (ETO's name, e.g. ``task-1-boil``; the simulator strips the ``task-N-`` prefix),
 ``variation``, ``simplification``, ``expert_actions`` (the simulator's gold action sequence, trailing actions
@@ -32,7 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from rollout.envs.base import EnvError, Observation, StepResult
+from rollout.envs.base import EnvError, Observation, StepResult, write_split
 
 # The simulator's replies to input it could not act on (scienceworld 1.2.3's jar, checked by hand).
 _INVALID_PREFIXES = ("No known action matches that input.", "Unknown action.")
@@ -319,7 +319,7 @@ def make_tasks(
     data_dir: Path | None = None,
     env: ScienceWorldEnv | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Write ``out/train.jsonl`` (ETO train indices) and ``out/heldout.jsonl`` (ETO test indices).
+    """Write ``out/train.jsonl`` (ETO train indices) and ``out/test.jsonl`` (held-out: ETO test indices).
 
     ``task_names`` keeps only those ETO task types (e.g. ``["task-3-find-plant"]``). ``env`` reuses a
     running simulator for the gold paths (one JVM start instead of one per call).
@@ -353,7 +353,7 @@ def make_tasks(
             rows = []
             for name, var in pairs:
                 row: dict[str, Any] = {
-                    "uid": f"sciworld-{name2id.get(name, name)}_{var}",  # ETO's task_id, prefixed
+                    "id": f"sciworld-{name2id.get(name, name)}_{var}",  # ETO's task_id, prefixed
                     "text": "",
                     "env": "scienceworld",
                     "task_name": name,
@@ -371,9 +371,7 @@ def make_tasks(
                     f"under max_steps {row['max_steps']})",
                     flush=True,
                 )
-            with (out / f"{part}.jsonl").open("w") as fh:
-                for row in rows:
-                    fh.write(json.dumps(row) + "\n")
+            write_split(out, part, rows)
             split[part] = rows
     finally:
         if own:

@@ -26,14 +26,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rollout.envs.base import EnvError, Observation, StepResult
+from rollout.envs.base import EnvError, Observation, StepResult, write_split
 
 # Procedural variety: the generator cycles through these levels (rooms, objects, quest length).
 LEVELS: tuple[tuple[int, int, int], ...] = ((2, 4, 1), (3, 6, 2), (3, 6, 3), (4, 8, 3), (5, 10, 4))
 
 _BANNER_CHARS = set("$|\\/_-=")
-# train.jsonl / test.jsonl: the data loader's convention (data.source: .../train.jsonl finds test.jsonl as eval)
-FILES = {"train": "train.jsonl", "heldout": "test.jsonl"}
 
 
 def clean_feedback(text: str) -> str:
@@ -176,9 +174,7 @@ def make_split(
             seen.add(key)
             split[name].append(row)
             print(f"[textworld] {name} {len(split[name])}/{n}: {row['id']} level {row['level']}", flush=True)
-        with (out / FILES[name]).open("w") as fh:
-            for row in split[name]:
-                fh.write(json.dumps(row) + "\n")
+        write_split(out, name, split[name])
     return split
 
 

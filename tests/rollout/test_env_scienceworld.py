@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from rollout.envs.base import EnvError, make_env, parse_action
+from rollout.envs.base import SPLIT_FILES, EnvError, make_env, parse_action
 from rollout.envs.scienceworld_env import (
     ScienceWorldEnv,
     _stratified_sample,
@@ -25,7 +25,7 @@ from rollout.envs.scienceworld_env import (
 
 # An easy ScienceWorld task: the gold path is ~10 actions and its generation takes seconds, not tens.
 EASY = {"uid": "t-find-plant", "task_name": "task-3-find-plant", "variation": 3}
-ROW_KEYS = {"uid", "text", "task_name", "variation", "env", "expert_actions", "max_steps"}
+ROW_KEYS = {"id", "text", "task_name", "variation", "env", "expert_actions", "max_steps"}
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,8 @@ def test_make_tasks_rows_and_disjoint_splits(sim, tmp_path):
         env=sim,
     )
     rows = {
-        part: [json.loads(x) for x in (tmp_path / f"{part}.jsonl").read_text().splitlines()] for part in split
+        part: [json.loads(x) for x in (tmp_path / SPLIT_FILES[part]).read_text().splitlines()]
+        for part in split
     }
     assert len(rows["train"]) == 2 and len(rows["heldout"]) == 1
     assert {r["task_name"] for r in rows["train"]} == {
@@ -112,7 +113,7 @@ def test_make_tasks_rows_and_disjoint_splits(sim, tmp_path):
     train = {(r["task_name"], r["variation"]) for r in rows["train"]}
     held = {(r["task_name"], r["variation"]) for r in rows["heldout"]}
     assert train <= eto_train and held <= eto_test and not train & held
-    assert len({r["uid"] for r in rows["train"] + rows["heldout"]}) == 3
+    assert len({r["id"] for r in rows["train"] + rows["heldout"]}) == 3
 
 
 def test_stratified_sample_cycles_task_types_and_is_seeded():
