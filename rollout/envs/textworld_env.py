@@ -62,6 +62,7 @@ class TextWorldEnv:
         self._state: Any = None
         self._steps = 0
         self._max_score = 1
+        self._episode_cap = self.max_steps
 
     def _game_path(self, task: dict[str, Any]) -> Path:
         if "game" not in task:
@@ -84,7 +85,7 @@ class TextWorldEnv:
         self._state = self._env.reset()
         self._steps = 0
         self._max_score = max(int(self._state.max_score or 1), 1)
-        self.max_steps_episode = int(task.get("max_steps") or self.max_steps)
+        self._episode_cap = int(task.get("max_steps") or self.max_steps)  # the row's cap wins
         text = self._state.feedback
         objective = self._state.objective or ""
         if objective and objective in text:  # the intro banner precedes the objective: start there
@@ -105,7 +106,7 @@ class TextWorldEnv:
         self._state, score, done = self._env.step(action)
         self._steps += 1
         won, lost = bool(self._state.won), bool(self._state.lost)
-        truncated = not done and self._steps >= self.max_steps_episode
+        truncated = not done and self._steps >= self._episode_cap
         return StepResult(
             clean_feedback(self._state.feedback),
             min(max(float(score) / self._max_score, 0.0), 1.0),
