@@ -21,8 +21,9 @@ STRATEGY_MODULES = [
     "rollout.strategies.cog_rethinker",
     "rollout.strategies.sepo",
     "rollout.strategies.multiturn_grpo",
+    "rollout.strategies.hpl",
 ]
-CURRICULUM_MODULES = ["curricula.uniform", "curricula.cures"]
+CURRICULUM_MODULES = ["curricula.uniform", "curricula.cures", "curricula.hpl"]
 
 # Engines by name → "module:Class" (imported lazily inside the rollout actor).
 ENGINES = {

@@ -99,3 +99,30 @@ def restore_driver(handler: logging.Handler | None) -> None:
         lg.propagate = True
     logging.captureWarnings(False)
     handler.close()
+
+
+class fd_redirect:  # noqa: N801 (a context manager used like a function)
+    """Point file descriptors 1 and 2 at ``path`` inside a ``with`` block and restore them after (in-process
+    engines: vLLM's start-up prints from C++ and worker code that no Python logger controls). ``None``: no-op."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.saved: tuple[int, int] | None = None
+
+    def __enter__(self) -> fd_redirect:
+        if self.path:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self.saved = (os.dup(1), os.dup(2))
+            redirect_output(self.path)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is not None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(self.saved[0], 1)
+            os.dup2(self.saved[1], 2)
+            os.close(self.saved[0])
+            os.close(self.saved[1])
+            self.saved = None

@@ -357,3 +357,49 @@ def episode_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
         "env/truncated_frac": sum(e.status in ("max_turns", "token_budget") for e in episodes) / n,
         "env/tokens_mean": sum(len(e.prompt_ids) + len(e.response_ids) for e in played) / m,
     }
+
+
+@dataclass
+class TranscriptRow:
+    """A transcript (text turns) tokenised as a replayed episode: the row and where each action sits."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+    spans: list[tuple[int, int]]  # response positions [a, b) of action k's tokens
+
+    def action_mask(self, start: int = 0, end: int | None = None) -> list[int]:
+        """1 on the tokens of actions ``start .. end-1`` (all actions by default), 0 elsewhere."""
+        out = [0] * len(self.response_ids)
+        for a, b in self.spans[start:end]:
+            out[a:b] = [1] * (b - a)
+        return out
+
+
+def transcript_row(
+    fmt: TurnFormat,
+    task: str,
+    first_observation: str,
+    turns: Sequence[dict[str, str]],
+    max_tokens: int | None = None,
+) -> TranscriptRow:
+    """Tokenise ``turns`` (``{"action", "observation"}``, the observation after each action) exactly as the
+    :class:`EpisodeRunner` replays forced actions, so an offline row (BC, DPO) is the sequence the model
+    sees when it plays that episode. The observation after the last action is not part of the row.
+
+    ``max_tokens``: the row is cut after the last action that fits whole (fewer spans); callers check that
+    the actions they score survived.
+    """
+    prompt = fmt.first(task, first_observation)
+    resp: list[int] = []
+    spans: list[tuple[int, int]] = []
+    for k, t in enumerate(turns):
+        ids = fmt.forced_action(t["action"])
+        seg = fmt.after_action(ids[-1] if ids else None, True, t["observation"]) if k + 1 < len(turns) else []
+        if max_tokens is not None and len(prompt) + len(resp) + len(ids) > max_tokens:
+            break
+        spans.append((len(resp), len(resp) + len(ids)))
+        resp += ids
+        if seg and max_tokens is not None and len(prompt) + len(resp) + len(seg) > max_tokens:
+            break
+        resp += seg
+    return TranscriptRow(prompt, resp, spans)

@@ -31,6 +31,16 @@ class LossTerm:
     mask: torch.Tensor  # [B, T] float: 1 on this term's target tokens
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # per-row inputs, first dim B
     options: dict[str, Any] = field(default_factory=dict)  # scalar hyper-parameters (clip eps, norm, ...)
+    # Name of the term in the logged metrics (``loss/<label>``, ``<label>/<metric>``) when a batch carries
+    # several terms of one loss (HPL's trajectory, step and group DPO); None: the loss name, metrics as-is.
+    label: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.label or self.loss
+
+    def metric_name(self, metric: str) -> str:
+        return f"{self.label}/{metric}" if self.label else metric
 
     def select(self, rows: torch.Tensor) -> LossTerm:
         return replace(self, mask=self.mask[rows], tensors={k: v[rows] for k, v in self.tensors.items()})

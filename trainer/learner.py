@@ -288,7 +288,8 @@ class Learner:
                 red = _reducer(term, self.spec.const_norm)
                 value, metrics = get_loss(term.loss).fn(inp, term.to(self.device), red)
                 n = max(red.minibatch_groups, red.minibatch_rows, 1.0)  # weight micro-batches by size
-                for k, v in {f"loss/{term.loss}": value, **metrics}.items():
+                named = {term.metric_name(k): v for k, v in metrics.items()}
+                for k, v in {f"loss/{term.key}": value, **named}.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * n
                     weights[k] = weights.get(k, 0.0) + n
         return {k: sums[k] / weights[k] for k in sums}
@@ -416,10 +417,10 @@ class Learner:
                 mask = term_dev.mask
                 value, metrics = get_loss(term.loss).fn(inp, term_dev, red)
                 total = total + term.weight * value
-                step_loss[term.loss] = step_loss.get(term.loss, 0.0) + value.item()
+                step_loss[term.key] = step_loss.get(term.key, 0.0) + value.item()
                 if mask.sum() > 0:
                     for k, v in metrics.items():
-                        add(k, float(v))
+                        add(term.metric_name(k), float(v))
                     if ent is not None and term.loss == "policy_gradient":
                         add("entropy", float((ent * mask).sum() / mask.sum()))
                     if measure_mismatch and term.loss == "policy_gradient":

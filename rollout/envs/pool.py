@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,25 +46,31 @@ def _one_line(e: BaseException) -> str:
 
 
 class LocalEnvPool:
+    """The env slots in this process, called one after another on a worker thread (for the timeout).
+
+    Calls are sequential: simulators are not thread-safe (two TextWorld games reset from two threads of one
+    process fail inside its parser). A call that hangs past the timeout abandons that thread (and its env)
+    and the next call gets a fresh thread, so one hung env costs one timeout, not the batch.
+    """
+
     def __init__(
         self, env: str, options: dict[str, Any] | None, size: int, step_timeout_s: float = 30.0
     ) -> None:
         self.env, self.options, self.size, self.timeout = env, dict(options or {}), int(size), step_timeout_s
         self._envs = [make_env(env, self.options) for _ in range(self.size)]
-        self._exec = cf.ThreadPoolExecutor(max_workers=max(self.size, 1))
+        self._exec = cf.ThreadPoolExecutor(max_workers=1)
         self.replaced = 0
 
     def _call(self, slots: list[int], method: str, args: list[Any]) -> list[Any]:
-        futs = [
-            self._exec.submit(getattr(self._envs[s], method), a) for s, a in zip(slots, args, strict=True)
-        ]
-        deadline = time.monotonic() + self.timeout
         out: list[Any] = []
-        for s, f in zip(slots, futs, strict=True):
+        for s, a in zip(slots, args, strict=True):
+            f = self._exec.submit(getattr(self._envs[s], method), a)
             try:
-                out.append(f.result(timeout=max(deadline - time.monotonic(), 0.0)))
+                out.append(f.result(timeout=self.timeout))
             except cf.TimeoutError:
                 out.append(EnvFailure(f"timeout after {self.timeout:g} s in {method}"))
+                self._exec.shutdown(wait=False)
+                self._exec = cf.ThreadPoolExecutor(max_workers=1)  # the hung call keeps the old thread
                 self._replace(s)
             except Exception as e:  # the environment's own failure ends the episode, not the batch
                 out.append(EnvFailure(f"error in {method}: {_one_line(e)}"))
