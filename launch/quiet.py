@@ -101,7 +101,7 @@ def restore_driver(handler: logging.Handler | None) -> None:
     handler.close()
 
 
-class fd_redirect:  # noqa: N801 (a context manager used like a function)
+class fd_redirect:
     """Point file descriptors 1 and 2 at ``path`` inside a ``with`` block and restore them after (in-process
     engines: vLLM's start-up prints from C++ and worker code that no Python logger controls). ``None``: no-op."""
 
