@@ -463,8 +463,8 @@ class Pipeline:
         reqs = []
         for t, a in zip(tasks, actions):
             msgs = [{"role": "user", "content": judge_prompt(t, a)}]
-            ids = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
-            ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
+            text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            ids = list(tok(text, add_special_tokens=False)["input_ids"])
             reqs.append(GenerationRequest(ids, 1, SamplingParams(self.build.judge_max_tokens, 0.0)))
         return [
             c[0].text for c in agent.engine.generate(reqs, SamplingParams(self.build.judge_max_tokens, 0.0))

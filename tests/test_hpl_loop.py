@@ -67,10 +67,15 @@ def test_hpl_pipeline_tiny(tiny_model, tmp_path, monkeypatch, capsys):
             "ray.num_cpus": 4,
         },
     )
+    # Two groupings: fixed length, and the LLM judge (here π_ref itself through the judge role: the random tiny
+    # model writes no usable [[start, end]] list, so every trajectory falls back to fixed length, counted).
     args = [str(recipe), "--work", str(work), "--arms", "hpl", "--engine", "hf"]
+    args += ["--segmentations", "fixed_length,judge", "-o", "aux_models.judge.path=policy"]
     for o in over:
         args += ["-o", o]
     assert hpl_main(args) == 0
+    log = capsys.readouterr().out
+    assert "[hpl] judge: 3/3 replies unusable" in log
     data = work / "data"
     expert = [json.loads(x) for x in (data / "expert.jsonl").read_text().splitlines()]
     assert len(expert) == 3 and all(e["won"] and len(e["turns"]) == 2 for e in expert)
@@ -102,14 +107,16 @@ def test_hpl_pipeline_tiny(tiny_model, tmp_path, monkeypatch, capsys):
     assert [r["hpl/phase"] for r in steps] == [1.0, 2.0, 3.0]
     recipe_used = yaml.safe_load((work / "hpl-fixed_length" / "recipe.yaml").read_text())
     assert recipe_used["model"]["path"].startswith(str(work / "bc" / "checkpoints"))
-    # Held-out evaluation of π_ref and the arm, with transcripts and provenance.
-    for name in ("ref", "hpl-fixed_length"):
+    judged = [json.loads(x) for x in (data / "group_judge.jsonl").read_text().splitlines()]
+    assert judged and all(u["segmentation"] == "judge" for u in judged)
+    assert (work / "hpl-judge" / "checkpoints" / "latest").is_file()
+    # Held-out evaluation of π_ref and the arms, with transcripts and provenance.
+    for name in ("ref", "hpl-fixed_length", "hpl-judge"):
         rep = json.loads((work / "eval" / f"{name}.json").read_text())
         assert rep["eval_tasks"] == 2 and len(rep["episodes"]) == 2 and rep["git_commit"]
         assert 0.0 <= rep["metrics"]["env/success_rate"] <= 1.0
     # Resumable: a second run finds every stage's output and redoes nothing.
-    capsys.readouterr()
     assert hpl_main(args) == 0
     log = capsys.readouterr().out
     assert "[hpl] train" not in log and "[hpl] eval ref:" not in log
-    assert log.count("skipped") >= 7
+    assert log.count("skipped") >= 10

@@ -1,0 +1,223 @@
+"""HPL evidence on held-out TextWorld games: SFT (BC) vs ETO-style trajectory DPO vs HPL, and HPL's groupings.
+
+    python bench/hpl.py [--seeds 0 1 2] [--segmentations fixed_length,fixed_count,entropy]
+        [--recipe recipes/hpl_textworld_tiny_cpu.yaml] [--games runs/textworld] [--work runs/bench_hpl]
+        [--render-only] [-o KEY=VALUE ...]
+
+Per seed, one ``python -m launch.hpl`` pipeline (launch/hpl.py) in ``--work/seed<S>``: expert replay, BC (π_ref),
+π_ref trajectories, MC step values and, per segmentation, negative groups and group values; then every arm trains
+from that seed's π_ref with the recipe's steps, units per step, learning rate and β, and plays each held-out game
+once, greedily. What differs between arms is only the loss terms (``strategy.options.weights``): ``sft`` = BC
+continued, ``eto`` = BC + trajectory DPO, ``hpl-<seg>`` = BC + trajectory + step + group DPO with the dual-layer
+curriculum over that segmentation's groups. ``ref`` is π_ref itself (the BC stage). A step draws the same number
+of units in every arm; a pair unit is two rows, so the DPO arms process more tokens per step (stated in the
+table). The games are generated once (TextWorld's generator, ``--games``: 40 train / 20 held-out, seed 0) if
+missing; the seed changes π_ref's BC order, every sampled episode and every arm's data order.
+
+Writes ``bench/RESULTS_hpl.md`` (table, commands, data statistics, sample transcripts), ``bench/results_hpl.json``
+(per seed and arm: metrics, the resolved recipe, overrides, git commit, package versions) and ``bench/hpl.png``.
+``--render-only`` rebuilds them from the eval files already in ``--work``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench._common import mean_std, provenance, pyplot  # noqa: E402
+
+ARM_ORDER = ("ref", "sft", "eto")
+
+
+def _arms(seed_dir: Path) -> dict[str, dict]:
+    out = {}
+    for f in sorted((seed_dir / "eval").glob("*.json")):
+        out[f.stem] = json.loads(f.read_text())
+    return out
+
+
+def _counts(seed_dir: Path) -> dict[str, int]:
+    data = seed_dir / "data"
+    out = {}
+    for f in sorted(data.glob("*.jsonl")):
+        if f.stem.startswith(("units_hpl", "units_eto", "units_sft")) or f.stem.endswith("episodes"):
+            continue
+        out[f.stem] = sum(1 for _ in f.open())
+    return out
+
+
+def _order(names: set[str]) -> list[str]:
+    return [a for a in ARM_ORDER if a in names] + sorted(n for n in names if n not in ARM_ORDER)
+
+
+def _ensure_games(games: Path) -> None:
+    if (games / "train.jsonl").is_file() and (games / "test.jsonl").is_file():
+        return
+    cmd = [sys.executable, "-m", "rollout.envs.textworld_env", "make", "--out", str(games)]
+    cmd += ["--train", "40", "--heldout", "20", "--seed", "0"]
+    print("[bench] " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def render(args: argparse.Namespace, commands: list[str], wall: dict[int, float]) -> None:
+    work = Path(args.work)
+    seeds = [s for s in args.seeds if (work / f"seed{s}" / "eval").is_dir()]
+    per = {s: _arms(work / f"seed{s}") for s in seeds}
+    names = _order(set().union(*[set(v) for v in per.values()]) if per else set())
+    rows = []
+    for a in names:
+        got = [per[s][a]["metrics"] for s in seeds if a in per[s]]
+        rows.append(
+            (
+                a,
+                len(got),
+                mean_std([m["env/success_rate"] for m in got]),
+                mean_std([m["env/return_mean"] for m in got]),
+                mean_std([m["env/invalid_action_frac"] for m in got]),
+                mean_std([m["env/turns_mean"] for m in got], 2),
+            )
+        )
+    counts = {s: _counts(work / f"seed{s}") for s in seeds}
+    from launch.config import load_recipe
+
+    cfg = load_recipe(args.recipe, [*_overrides(args, 0), "data.source=arithmetic"])
+    from omegaconf import OmegaConf
+
+    resolved = OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    n_tasks = next((per[s][a]["eval_tasks"] for s in seeds for a in per[s]), 0)
+    lines = [
+        "# HPL on held-out TextWorld games (bench/hpl.py)",
+        "",
+        f"Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.node()} "
+        f"({os.cpu_count()} CPUs); seeds {seeds}.",
+        "",
+        f"Model {cfg.model.path} ({cfg.model.dtype}); {n_tasks} held-out games, one greedy episode each, at most "
+        f"{cfg.strategy.options['build']['max_turns']} actions. Every arm starts from its seed's π_ref (BC, "
+        f"{cfg.strategy.options['build']['bc_steps']} steps) and trains {cfg.total_steps} steps of "
+        f"{cfg.curriculum.prompts_per_step} units at lr {cfg.trainer.lr}, β {cfg.strategy.options['beta']}; a "
+        "pair unit is two rows, so DPO arms see more tokens per step. Mean ± sample std over seeds.",
+        "",
+        "| arm | seeds | success rate | mean final reward | invalid actions | turns |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {n} | {s} | {r} | {i} | {t} |" for a, n, s, r, i, t in rows]
+    lines += [
+        "",
+        "Arms: `ref` = π_ref (BC stage); `sft` = BC continued; `eto` = BC + trajectory DPO (ETO-style); "
+        "`hpl-<segmentation>` = BC + trajectory + step + group DPO, dual-layer curriculum over that segmentation's "
+        "groups. Success = the game's quest completed; reward = the final normalised score.",
+        "",
+        "## Data per seed (units written by the pipeline's stages)",
+        "",
+    ]
+    for s in seeds:
+        lines.append(f"- seed {s}: " + ", ".join(f"{k} {v}" for k, v in counts[s].items()))
+    lines += ["", "## Commands", "", *[f"    {c}" for c in commands], ""]
+    if wall:
+        lines += [
+            "Wall time per seed: " + ", ".join(f"seed {s} {w / 60:.0f} min" for s, w in wall.items()),
+            "",
+        ]
+    # What the agents wrote: the first held-out game of the first seed, per arm.
+    if seeds:
+        lines += [f"## Sample transcripts (seed {seeds[0]}, first held-out game, greedy)", ""]
+        for a in names:
+            ep = per[seeds[0]].get(a, {}).get("episodes", [None])[0]
+            if ep:
+                acts = " → ".join(t["action"][:40] for t in ep["turns"])
+                lines.append(f"- {a} ({ep['status']}, return {ep['return']}): {acts}")
+        lines.append("")
+    out = ROOT / "bench" / "RESULTS_hpl.md"
+    out.write_text("\n".join(lines))
+    result = {
+        "seeds": seeds,
+        "arms": {a: {str(s): per[s][a]["metrics"] for s in seeds if a in per[s]} for a in names},
+        "data_counts": {str(s): counts[s] for s in seeds},
+        "commands": commands,
+        "overrides": _overrides(args, 0),
+        "recipe": args.recipe,
+        "resolved_recipe": resolved,
+        **provenance(),
+    }
+    (ROOT / "bench" / "results_hpl.json").write_text(json.dumps(result, indent=1) + "\n")
+    plt = pyplot()
+    if plt is not None and rows:
+        import statistics
+
+        fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.2))
+        means, errs = [], []
+        for a in names:
+            v = [per[s][a]["metrics"]["env/success_rate"] for s in seeds if a in per[s]]
+            means.append(statistics.mean(v))
+            errs.append(statistics.stdev(v) if len(v) > 1 else 0.0)
+        ax.bar(names, means, yerr=errs, capsize=4, color="#4c72b0")
+        ax.set_ylabel("held-out success rate")
+        ax.set_title(f"TextWorld, {len(seeds)} seed(s), greedy")
+        ax.tick_params(axis="x", rotation=20)
+        fig.tight_layout()
+        fig.savefig(ROOT / "bench" / "hpl.png", dpi=110)
+    print("\n".join(lines[: 10 + len(rows)]))
+    print(f"wrote {out}, bench/results_hpl.json, bench/hpl.png")
+
+
+def _overrides(args: argparse.Namespace, seed: int) -> list[str]:
+    games = Path(args.games).resolve()
+    return [
+        f"seed={seed}",
+        f"strategy.options.build.tasks={games / 'train.jsonl'}",
+        f"strategy.options.build.env_options.games_root={games}",
+        *args.override,
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--segmentations", default="fixed_length,fixed_count,entropy")
+    ap.add_argument("--arms", default="sft,eto,hpl")
+    ap.add_argument("--recipe", default="recipes/hpl_textworld_tiny_cpu.yaml")
+    ap.add_argument("--games", default="runs/textworld")
+    ap.add_argument("--work", default="runs/bench_hpl")
+    ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    commands, wall = [], {}
+    for s in args.seeds:
+        cmd = [
+            sys.executable,
+            "-m",
+            "launch.hpl",
+            args.recipe,
+            "--work",
+            str(Path(args.work) / f"seed{s}"),
+            "--arms",
+            args.arms,
+            "--segmentations",
+            args.segmentations,
+        ]
+        for o in _overrides(args, s):
+            cmd += ["-o", o]
+        commands.append(" ".join(["python", *cmd[1:]]))
+        if args.render_only:
+            continue
+        _ensure_games(Path(args.games))
+        print(f"[bench] seed {s}: {commands[-1]}", flush=True)
+        t0 = time.perf_counter()
+        subprocess.run(cmd, cwd=ROOT, check=True)
+        wall[s] = time.perf_counter() - t0
+    render(args, commands, wall)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
