@@ -134,7 +134,7 @@ class Agent:
         )
         self.greedy = SamplingParams(b.max_action_tokens, 0.0)
         self.pipe = pipe
-        self._runner = EpisodeRunner  # imported here (heavy-free, but keeps module import light)
+        self._runner = EpisodeRunner
 
     def generate(self, requests: list[Any]) -> list[Any]:
         from launch.quiet import fd_redirect
@@ -142,11 +142,15 @@ class Agent:
         with fd_redirect(self.pipe.log):
             return self.engine.generate(requests, self.sampled)
 
-    def play(self, starts: list[Any], greedy: bool = False) -> list[Any]:
+    def play(self, starts: list[Any], greedy: bool = False, what: str = "episodes") -> list[Any]:
         runner = self._runner(
             self.pipe.pool(), self.pipe.fmt, self.limits, self.greedy if greedy else self.sampled
         )
-        return runner.run(starts, self)
+        t0 = time.perf_counter()
+        print(f"[hpl]   {what}: {len(starts)} episodes ...", flush=True)
+        eps = runner.run(starts, self)
+        print(f"[hpl]   {what}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+        return eps
 
     def values(self, prompts: list[Any], prefixes: list[list[str]], m: int) -> list[float]:
         """Monte-Carlo value of each (task, action prefix): mean final reward of ``m`` π completions after
@@ -154,7 +158,7 @@ class Agent:
         from rollout.multiturn import EpisodeStart
 
         starts = [EpisodeStart(p, forced=list(pre)) for p, pre in zip(prompts, prefixes) for _ in range(m)]
-        eps = self.play(starts)
+        eps = self.play(starts, what=f"Monte-Carlo values ({len(prompts)} states x {m})")
         out = []
         for i in range(len(prompts)):
             ok = [e.episode_return for e in eps[i * m : (i + 1) * m] if e.status != "env_failure"]
@@ -339,7 +343,7 @@ class Pipeline:
         experts, b = self.experts(), self.build
         tasks = [p for p in self.tasks() if p.uid in experts]
         eps = self.agent(self.ref_model()).play(
-            [EpisodeStart(p) for p in tasks for _ in range(b.traj_samples)]
+            [EpisodeStart(p) for p in tasks for _ in range(b.traj_samples)], what="π_ref trajectories"
         )
         units, played = [], []
         for i, ep in enumerate(eps):
@@ -382,7 +386,8 @@ class Pipeline:
         where = [(p, t) for p in tasks for t in range(len(experts[p.uid]["turns"]))]
         acts = [[x["action"] for x in experts[p.uid]["turns"]] for p, _ in where]
         eps = agent.play(
-            [EpisodeStart(p, forced=a[:t], max_policy_actions=1) for (p, t), a in zip(where, acts)]
+            [EpisodeStart(p, forced=a[:t], max_policy_actions=1) for (p, t), a in zip(where, acts)],
+            what="alternative actions after expert prefixes",
         )
         cands = []
         for (p, t), a, ep in zip(where, acts, eps):
@@ -489,7 +494,7 @@ class Pipeline:
             for p, _, s, e in where
             for _ in range(b.negative_samples)
         ]
-        eps = agent.play(starts)
+        eps = agent.play(starts, what="negative groups after expert prefixes")
         negs: list[tuple[int, list[str], Any]] = []  # (index into where, actions, episode)
         for i, (p, _, s, e) in enumerate(where):
             group_eps = [
@@ -570,7 +575,7 @@ class Pipeline:
         model = self.ref_model() if arm == "ref" else self.model_of(self.work / name)
         tasks = load_tasks(self.build.eval_tasks or str(Path(self.build.tasks).with_name("test.jsonl")))
         t0 = time.perf_counter()
-        eps = self.agent(model).play([EpisodeStart(p) for p in tasks], greedy=True)
+        eps = self.agent(model).play([EpisodeStart(p) for p in tasks], greedy=True, what=f"eval {name}")
         m = episode_metrics(eps)
         report = {
             "arm": name,
