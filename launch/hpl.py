@@ -249,6 +249,12 @@ class Pipeline:
     def tasks(self) -> list[Any]:
         return load_tasks(self.build.tasks, self.build.max_tasks)
 
+    def pair_tasks(self) -> list[Any]:
+        """The tasks the pair stages play (``build.pair_tasks``: the first N), each with its expert record."""
+        experts = self.experts()
+        tasks = [p for p in self.tasks() if p.uid in experts]
+        return tasks[: self.build.pair_tasks] if self.build.pair_tasks else tasks
+
     def ref_model(self) -> str:
         return self.model_of(self.work / "bc")
 
@@ -341,7 +347,7 @@ class Pipeline:
         if self.done(out):
             return
         experts, b = self.experts(), self.build
-        tasks = [p for p in self.tasks() if p.uid in experts]
+        tasks = self.pair_tasks()
         eps = self.agent(self.ref_model()).play(
             [EpisodeStart(p) for p in tasks for _ in range(b.traj_samples)], what="π_ref trajectories"
         )
@@ -381,7 +387,7 @@ class Pipeline:
         if self.done(out):
             return
         experts, b = self.experts(), self.build
-        tasks = [p for p in self.tasks() if p.uid in experts]
+        tasks = self.pair_tasks()
         agent = self.agent(self.ref_model())
         where = [(p, t) for p in tasks for t in range(len(experts[p.uid]["turns"]))]
         acts = [[x["action"] for x in experts[p.uid]["turns"]] for p, _ in where]
@@ -483,7 +489,7 @@ class Pipeline:
         if self.done(out):
             return
         experts = self.experts()
-        tasks = [p for p in self.tasks() if p.uid in experts]
+        tasks = self.pair_tasks()
         recs = [experts[p.uid] for p in tasks]
         segs, stats = self._segments(recs)
         agent = self.agent(self.ref_model())

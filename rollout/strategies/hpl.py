@@ -50,6 +50,7 @@ class HPLBuildOptions:
     max_action_tokens: int = 16
     temperature: float = 1.0  # π_ref's sampling for trajectories, alternatives, negatives and MC completions
     max_tasks: int | None = None  # use only the first training tasks (quick runs)
+    pair_tasks: int | None = None  # build trajectory/step/group pairs on the first N tasks only (BC uses all)
     bc_steps: int = 20  # steps of the BC stage (π_ref)
     bc_lr: float | None = None  # the BC stage's learning rate (None: trainer.lr)
     traj_samples: int = 2  # π_ref episodes per task (trajectory pairs)
