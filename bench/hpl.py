@@ -39,6 +39,21 @@ from bench._common import mean_std, provenance, pyplot  # noqa: E402
 ARM_ORDER = ("ref", "sft", "eto")
 
 
+def _ms(values: list[float], digits: int = 3) -> str:
+    """mean ± sample std over seeds; a single seed is shown as its value alone (no spread to report)."""
+    return mean_std(values, digits) if len(values) > 1 else (f"{values[0]:.{digits}f}" if values else "–")
+
+
+def _last_losses(run: Path, last: int = 3) -> dict[str, float]:
+    """Mean of each loss term over the run's last ``last`` steps (did the preference terms move off log 2?)."""
+    f = run / "metrics.jsonl"
+    if not f.is_file():
+        return {}
+    rows = [r for r in (json.loads(x) for x in f.read_text().splitlines()) if "loss/bc" in r][-last:]
+    keys = {k for r in rows for k in r if k.startswith("loss/")}
+    return {k: sum(r[k] for r in rows if k in r) / max(sum(k in r for r in rows), 1) for k in sorted(keys)}
+
+
 def _arms(seed_dir: Path) -> dict[str, dict]:
     out = {}
     for f in sorted((seed_dir / "eval").glob("*.json")):
@@ -54,6 +69,16 @@ def _counts(seed_dir: Path) -> dict[str, int]:
             continue
         out[f.stem] = sum(1 for _ in f.open())
     return out
+
+
+def _loss_cell(work: Path, seeds: list[int], arm: str) -> str:
+    if arm == "ref":
+        return "–"
+    per = [_last_losses(work / f"seed{s}" / arm) for s in seeds]
+    keys = sorted({k for p in per for k in p})
+    return ", ".join(
+        f"{k[5:]} {sum(p[k] for p in per if k in p) / sum(k in p for p in per):.3f}" for k in keys
+    )
 
 
 def _order(names: set[str]) -> list[str]:
@@ -81,16 +106,19 @@ def render(args: argparse.Namespace, commands: list[str], wall: dict[int, float]
             (
                 a,
                 len(got),
-                mean_std([m["env/success_rate"] for m in got]),
-                mean_std([m["env/return_mean"] for m in got]),
-                mean_std([m["env/invalid_action_frac"] for m in got]),
-                mean_std([m["env/turns_mean"] for m in got], 2),
+                _ms([m["env/success_rate"] for m in got]),
+                _ms([m["env/return_mean"] for m in got]),
+                _ms([m["env/invalid_action_frac"] for m in got]),
+                _ms([m["env/turns_mean"] for m in got], 2),
+                _loss_cell(work, seeds, a),
             )
         )
     counts = {s: _counts(work / f"seed{s}") for s in seeds}
     from launch.config import load_recipe
+    from launch.setup import resolve_dtype
 
     cfg = load_recipe(args.recipe, [*_overrides(args, 0), "data.source=arithmetic"])
+    resolve_dtype(cfg)
     from omegaconf import OmegaConf
 
     resolved = OmegaConf.to_yaml(OmegaConf.structured(cfg))
@@ -105,12 +133,20 @@ def render(args: argparse.Namespace, commands: list[str], wall: dict[int, float]
         f"{cfg.strategy.options['build']['max_turns']} actions. Every arm starts from its seed's π_ref (BC, "
         f"{cfg.strategy.options['build']['bc_steps']} steps) and trains {cfg.total_steps} steps of "
         f"{cfg.curriculum.prompts_per_step} units at lr {cfg.trainer.lr}, β {cfg.strategy.options['beta']}; a "
-        "pair unit is two rows, so DPO arms see more tokens per step. Mean ± sample std over seeds.",
+        "pair unit is two rows, so DPO arms see more tokens per step. Mean ± sample std over seeds (one seed: "
+        "its value). Each held-out game is 0.05 of the success rate. The DPO losses start at log 2 = 0.693.",
         "",
-        "| arm | seeds | success rate | mean final reward | invalid actions | turns |",
-        "|---|---|---|---|---|---|",
+        f"Departures from METHODS.md §4 for a 2-core budget (the recipe's `build`): step values from "
+        f"{cfg.strategy.options['build']['step_mc']} and group values from "
+        f"{cfg.strategy.options['build']['group_mc']} Monte-Carlo completions (paper: 4 and 5), up to "
+        f"{cfg.strategy.options['build']['negatives']} negative groups (paper: 3), pairs from the first "
+        f"{cfg.strategy.options['build']['pair_tasks']} training games (BC uses all), β 0.3 at lr "
+        f"{cfg.trainer.lr} (paper: 3e-6 for a 7B model).",
+        "",
+        "| arm | seeds | success rate | mean final reward | invalid actions | turns | losses, last 3 steps |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {a} | {n} | {s} | {r} | {i} | {t} |" for a, n, s, r, i, t in rows]
+    lines += [f"| {a} | {n} | {s} | {r} | {i} | {t} | {lo} |" for a, n, s, r, i, t, lo in rows]
     lines += [
         "",
         "Arms: `ref` = π_ref (BC stage); `sft` = BC continued; `eto` = BC + trajectory DPO (ETO-style); "
@@ -122,12 +158,18 @@ def render(args: argparse.Namespace, commands: list[str], wall: dict[int, float]
     ]
     for s in seeds:
         lines.append(f"- seed {s}: " + ", ".join(f"{k} {v}" for k, v in counts[s].items()))
-    lines += ["", "## Commands", "", *[f"    {c}" for c in commands], ""]
+    ran = []
+    for s in seeds:
+        f = work / f"seed{s}" / "bench_commands.txt"
+        ran += f.read_text().splitlines() if f.is_file() else []
+    lines += ["", "## Commands (as run, per seed; a rerun skips the stages it finds done)", ""]
+    lines += [f"    {c}" for c in (ran or commands)] + [""]
     if wall:
         lines += [
-            "Wall time per seed: " + ", ".join(f"seed {s} {w / 60:.0f} min" for s, w in wall.items()),
-            "",
+            "Wall time of this invocation: "
+            + ", ".join(f"seed {s} {w / 60:.0f} min" for s, w in wall.items())
         ]
+        lines.append("")
     # What the agents wrote: the first held-out game of the first seed, per arm.
     if seeds:
         lines += [f"## Sample transcripts (seed {seeds[0]}, first held-out game, greedy)", ""]
@@ -212,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         _ensure_games(Path(args.games))
         print(f"[bench] seed {s}: {commands[-1]}", flush=True)
+        log = Path(args.work) / f"seed{s}" / "bench_commands.txt"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as fh:
+            fh.write(commands[-1] + "\n")
         t0 = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, check=True)
         wall[s] = time.perf_counter() - t0
