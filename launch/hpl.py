@@ -110,7 +110,7 @@ class Agent:
         from launch.components import ENGINES, import_object
         from launch.quiet import fd_redirect
         from rollout.engines.base import EngineSpec
-        from rollout.multiturn import EpisodeLimits, EpisodeRunner
+        from rollout.multiturn import EpisodeLimits
         from rollout.types import SamplingParams
         from rollout.worker import pin_threads
 
@@ -134,7 +134,6 @@ class Agent:
         )
         self.greedy = SamplingParams(b.max_action_tokens, 0.0)
         self.pipe = pipe
-        self._runner = EpisodeRunner
 
     def generate(self, requests: list[Any]) -> list[Any]:
         from launch.quiet import fd_redirect
@@ -143,7 +142,9 @@ class Agent:
             return self.engine.generate(requests, self.sampled)
 
     def play(self, starts: list[Any], greedy: bool = False, what: str = "episodes") -> list[Any]:
-        runner = self._runner(
+        from rollout.multiturn import EpisodeRunner
+
+        runner = EpisodeRunner(
             self.pipe.pool(), self.pipe.fmt, self.limits, self.greedy if greedy else self.sampled
         )
         t0 = time.perf_counter()
@@ -329,7 +330,7 @@ class Pipeline:
             over.append(f"total_steps={steps}")
         over += extra or []
         cmd = [sys.executable, "-m", "launch.train", str(self.recipe), *self.overrides, *over]
-        print(f"[hpl] train {name}: {len(read_jsonl(data))} units", flush=True)
+        print(f"[hpl] train {name}: {sum(1 for _ in data.open())} units", flush=True)
         t0 = time.perf_counter()
         r = subprocess.run(cmd, cwd=ROOT)
         if r.returncode != 0:

@@ -27,7 +27,6 @@ length). The log-ratios are summed over the span's action tokens only (METHODS.m
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -274,7 +273,3 @@ UNIT_KINDS = ("bc", "traj", "step", "group")
 def read_jsonl(path: Any) -> list[dict[str, Any]]:
     with open(path) as fh:
         return [json.loads(line) for line in fh if line.strip()]
-
-
-def finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
