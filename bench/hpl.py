@@ -2,16 +2,17 @@
 
     python bench/hpl.py [--seeds 0 1 2] [--segmentations fixed_length,fixed_count,entropy]
         [--recipe recipes/hpl_textworld_tiny_cpu.yaml] [--games runs/textworld] [--work runs/bench_hpl]
-        [--render-only] [-o KEY=VALUE ...]
+        [--k 8] [--render-only] [-o KEY=VALUE ...]
 
 Per seed, one ``python -m launch.hpl`` pipeline (launch/hpl.py) in ``--work/seed<S>``: expert replay, BC (π_ref),
 π_ref trajectories, MC step values and, per segmentation, negative groups and group values; then every arm trains
 from that seed's π_ref with the recipe's steps, units per step, learning rate and β, and plays each held-out game
-once, greedily. What differs between arms is only the loss terms (``strategy.options.weights``): ``sft`` = BC
+once, greedily; with ``--k K`` also K times at T = 1 (``python -m launch.eval --task episodes``: success avg@K,
+pass@K — 20 games make a coarse greedy number, the samples a finer one). What differs between arms is only the loss terms (``strategy.options.weights``): ``sft`` = BC
 continued, ``eto`` = BC + trajectory DPO, ``hpl-<seg>`` = BC + trajectory + step + group DPO with the dual-layer
 curriculum over that segmentation's groups. ``ref`` is π_ref itself (the BC stage). A step draws the same number
 of units in every arm; a pair unit is two rows, so the DPO arms process more tokens per step (stated in the
-table). The games are generated once (TextWorld's generator, ``--games``: 40 train / 20 held-out, seed 0) if
+table). The games are generated once (TextWorld's generator, ``--games``: 120 train / 20 held-out, seed 0) if
 missing; the seed changes π_ref's BC order, every sampled episode and every arm's data order.
 
 Writes ``bench/RESULTS_hpl.md`` (table, commands, data statistics, sample transcripts), ``bench/results_hpl.json``
@@ -54,11 +55,28 @@ def _last_losses(run: Path, last: int = 3) -> dict[str, float]:
     return {k: sum(r[k] for r in rows if k in r) / max(sum(k in r for r in rows), 1) for k in sorted(keys)}
 
 
-def _arms(seed_dir: Path) -> dict[str, dict]:
+def _arms(seed_dir: Path, folder: str = "eval") -> dict[str, dict]:
     out = {}
-    for f in sorted((seed_dir / "eval").glob("*.json")):
+    for f in sorted((seed_dir / folder).glob("*.json")):
         out[f.stem] = json.loads(f.read_text())
     return out
+
+
+def _sampled_evals(args: argparse.Namespace, seed_dir: Path) -> list[str]:
+    """``--k``: every evaluated arm also plays each held-out game K times at the recipe's T; returns the
+    commands run (an arm whose file exists is skipped)."""
+    cmds = []
+    for arm in _order(set(_arms(seed_dir))):
+        out = seed_dir / f"eval_k{args.k}" / f"{arm}.json"
+        run = seed_dir / ("bc" if arm == "ref" else arm)
+        cmd = [sys.executable, "-m", "launch.eval", "--task", "episodes", str(run), "--k", str(args.k)]
+        cmd += ["--out", str(out)]
+        if out.is_file():
+            continue
+        cmds.append(" ".join(["python", *cmd[1:]]))
+        print(f"[bench] {cmds[-1]}", flush=True)
+        subprocess.run(cmd, cwd=ROOT, check=True)
+    return cmds
 
 
 def _counts(seed_dir: Path) -> dict[str, int]:
@@ -89,7 +107,7 @@ def _ensure_games(games: Path) -> None:
     if (games / "train.jsonl").is_file() and (games / "test.jsonl").is_file():
         return
     cmd = [sys.executable, "-m", "rollout.envs.textworld_env", "make", "--out", str(games)]
-    cmd += ["--train", "40", "--heldout", "20", "--seed", "0"]
+    cmd += ["--train", "120", "--heldout", "20", "--seed", "0"]
     print("[bench] " + " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
 
@@ -98,21 +116,26 @@ def render(args: argparse.Namespace, commands: list[str], wall: dict[int, float]
     work = Path(args.work)
     seeds = [s for s in args.seeds if (work / f"seed{s}" / "eval").is_dir()]
     per = {s: _arms(work / f"seed{s}") for s in seeds}
+    k = args.k
+    per_k = {s: _arms(work / f"seed{s}", f"eval_k{k}") for s in seeds} if k else {}
     names = _order(set().union(*[set(v) for v in per.values()]) if per else set())
     rows = []
     for a in names:
         got = [per[s][a]["metrics"] for s in seeds if a in per[s]]
-        rows.append(
-            (
-                a,
-                len(got),
-                _ms([m["env/success_rate"] for m in got]),
-                _ms([m["env/return_mean"] for m in got]),
-                _ms([m["env/invalid_action_frac"] for m in got]),
-                _ms([m["env/turns_mean"] for m in got], 2),
-                _loss_cell(work, seeds, a),
-            )
-        )
+        got_k = [per_k[s][a]["metrics"] for s in seeds if a in per_k.get(s, {})]
+        row = [a, str(len(got)), _ms([m["env/success_rate"] for m in got])]
+        if k:
+            row += [
+                f"{_ms([m[f'env/success_avg@{k}'] for m in got_k])} ({len(got_k)})",
+                _ms([m[f"env/success_pass@{k}"] for m in got_k]),
+            ]
+        row += [
+            _ms([m["env/return_mean"] for m in got]),
+            _ms([m["env/invalid_action_frac"] for m in got]),
+            _ms([m["env/turns_mean"] for m in got], 2),
+            _loss_cell(work, seeds, a),
+        ]
+        rows.append(row)
     counts = {s: _counts(work / f"seed{s}") for s in seeds}
     from launch.config import load_recipe
     from launch.setup import resolve_dtype
@@ -143,15 +166,23 @@ def render(args: argparse.Namespace, commands: list[str], wall: dict[int, float]
         f"{cfg.strategy.options['build']['pair_tasks']} training games (BC uses all), β 0.3 at lr "
         f"{cfg.trainer.lr} (paper: 3e-6 for a 7B model).",
         "",
-        "| arm | seeds | success rate | mean final reward | invalid actions | turns | losses, last 3 steps |",
-        "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {a} | {n} | {s} | {r} | {i} | {t} | {lo} |" for a, n, s, r, i, t, lo in rows]
+    head = ["arm", "seeds", "success rate (greedy)"]
+    head += [f"success avg@{k}, T = 1 (seeds)", f"success pass@{k}"] if k else []
+    head += ["mean final reward", "invalid actions", "turns", "losses, last 3 steps"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += [
         "",
         "Arms: `ref` = π_ref (BC stage); `sft` = BC continued; `eto` = BC + trajectory DPO (ETO-style); "
         "`hpl-<segmentation>` = BC + trajectory + step + group DPO, dual-layer curriculum over that segmentation's "
-        "groups. Success = the game's quest completed; reward = the final normalised score.",
+        "groups. Success = the game's quest completed; reward = the final normalised score (greedy episodes)."
+        + (
+            f" avg@{k} / pass@{k}: each held-out game played {k} times at T = 1 (`launch.eval --task episodes`); "
+            "avg@k = mean success of the samples, pass@k = unbiased estimate that one of k succeeds."
+            if k
+            else ""
+        ),
         "",
         "## Data per seed (units written by the pipeline's stages)",
         "",
@@ -184,6 +215,10 @@ def render(args: argparse.Namespace, commands: list[str], wall: dict[int, float]
     result = {
         "seeds": seeds,
         "arms": {a: {str(s): per[s][a]["metrics"] for s in seeds if a in per[s]} for a in names},
+        "arms_sampled": {
+            a: {str(s): per_k[s][a]["metrics"] for s in seeds if a in per_k.get(s, {})} for a in names
+        },
+        "k": k,
         "data_counts": {str(s): counts[s] for s in seeds},
         "commands": commands,
         "overrides": _overrides(args, 0),
@@ -230,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipe", default="recipes/hpl_textworld_tiny_cpu.yaml")
     ap.add_argument("--games", default="runs/textworld")
     ap.add_argument("--work", default="runs/bench_hpl")
+    ap.add_argument("--k", type=int, default=8, help="sampled episodes per held-out game (0: greedy only)")
     ap.add_argument("--render-only", action="store_true")
     ap.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
@@ -260,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
             fh.write(commands[-1] + "\n")
         t0 = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, check=True)
+        if args.k:
+            with log.open("a") as fh:
+                fh.writelines(c + "\n" for c in _sampled_evals(args, Path(args.work) / f"seed{s}"))
         wall[s] = time.perf_counter() - t0
     render(args, commands, wall)
     return 0

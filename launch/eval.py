@@ -4,6 +4,7 @@
         [--num-prompts N] [--max-new-tokens 512] [--temperature 1.0] [--out results.json]
         [--engine vllm|hf] [--template T] [--threads N] ...
     python -m launch.eval --task chronoqa ...   (another task: :data:`TASKS`; launch/chronoqa.py)
+    python -m launch.eval --task episodes CHECKPOINT_OR_RECIPE ...   (multi-turn agents; launch/episodes_eval.py)
 
 CHECKPOINT_OR_RECIPE is one of
 
@@ -61,7 +62,10 @@ DEFAULTS = {"max_new_tokens": 512, "temperature": 1.0, "engine": "vllm", "dtype"
 
 # Evaluation tasks besides the default (math-style datasets, this module): name → "module:main", each with its
 # own command line (``python -m launch.eval --task NAME --help``), imported only when asked for.
-TASKS: dict[str, str] = {"chronoqa": "launch.chronoqa_eval:main"}
+TASKS: dict[str, str] = {
+    "chronoqa": "launch.chronoqa_eval:main",
+    "episodes": "launch.episodes_eval:main",  # multi-turn agents on held-out environment tasks
+}
 
 
 class EvalError(ValueError):
@@ -544,11 +548,11 @@ def run(args: argparse.Namespace, target: Target, datasets: list) -> dict[str, A
     return report
 
 
-def _default_out(target: Target) -> Path:
+def _default_out(target: Target, kind: str = "") -> Path:
     p = Path(target.model_path).resolve()
     deep = target.kind == "checkpoint" and len(p.parents) > 2
     name = f"{p.parents[2].name}-{p.parent.name}" if deep else p.name  # run-step_N for run/checkpoints/step_N
-    return Path("runs") / "eval" / f"{name}_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    return Path("runs") / "eval" / f"{name}{kind}_{time.strftime('%Y%m%d-%H%M%S')}.json"
 
 
 if __name__ == "__main__":

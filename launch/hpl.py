@@ -45,6 +45,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from launch.episodes_eval import EvalError, evaluate_episodes, load_tasks
 from rollout.hpl import (
     distinct_negatives,
     group_pair,
@@ -85,24 +86,6 @@ def _write_json(path: Path, obj: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load_tasks(path: str | Path, max_tasks: int | None = None) -> list[Any]:
-    """Task rows (``id``, ``text`` = the objective, env columns, ``expert_actions``) as Prompts."""
-    from rollout.types import Prompt
-
-    p = Path(path)
-    if not p.is_file():
-        raise HPLError(f"task file not found: {p} (make the games first, see the recipe's header)")
-    out = []
-    for i, row in enumerate(read_jsonl(p)):
-        for key in ("id", "text"):
-            if key not in row:
-                raise HPLError(f"{p} row {i}: no {key!r} field (fields: {sorted(row)})")
-        out.append(
-            Prompt(str(row["id"]), str(row["text"]), None, None, {k: v for k, v in row.items() if k != "id"})
-        )
-    return out[:max_tasks] if max_tasks else out
-
-
 class Agent:
     """π (one model in an in-process engine) playing episodes over an env pool: play, replay, MC values."""
 
@@ -110,7 +93,6 @@ class Agent:
         from launch.components import ENGINES, import_object
         from launch.quiet import fd_redirect
         from rollout.engines.base import EngineSpec
-        from rollout.multiturn import EpisodeLimits
         from rollout.types import SamplingParams
         from rollout.worker import pin_threads
 
@@ -128,7 +110,7 @@ class Agent:
         )
         with fd_redirect(pipe.log):  # vLLM's start-up chatter goes to WORK/logs/engine.log
             self.engine = import_object(ENGINES[pipe.engine])(spec)
-        self.limits = EpisodeLimits(b.max_turns, b.max_action_tokens, pipe.max_tokens)
+        self.limits = pipe.spec.limits
         self.sampled = SamplingParams(
             b.max_action_tokens, b.temperature, cfg.rollout.top_p, cfg.rollout.top_k
         )
@@ -179,7 +161,6 @@ class Pipeline:
     ) -> None:
         from launch.config import component_options, load_recipe
         from launch.setup import resolve_dtype
-        from rollout.multiturn import TurnFormat
         from rollout.strategies.hpl import HPLOptions
 
         self.recipe, self.overrides, self.force = recipe, list(overrides), force
@@ -210,7 +191,8 @@ class Pipeline:
         self.base_model = resolve_model_path(self.cfg.model.path, self.cfg.model.cache_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_model)
         o = self.opts
-        self.fmt = TurnFormat(self.tokenizer, o.system_prompt, o.first_turn, o.use_chat_template)
+        self.spec = o.episode_spec(self.cfg)
+        self.fmt = self.spec.turn_format(self.tokenizer)
         self._pool: Any = None
         self._agents: dict[str, Agent] = {}
         from launch.quiet import log_file, quiet_driver
@@ -572,7 +554,6 @@ class Pipeline:
 
     def stage_eval(self, arm: str) -> dict[str, Any]:
         from launch.eval import environment
-        from rollout.multiturn import EpisodeStart, episode_metrics
 
         name = "ref" if arm == "ref" else self.arm_name(arm)
         out = self.work / "eval" / f"{name}.json"
@@ -582,8 +563,11 @@ class Pipeline:
         model = self.ref_model() if arm == "ref" else self.model_of(self.work / name)
         tasks = load_tasks(self.build.eval_tasks or str(Path(self.build.tasks).with_name("test.jsonl")))
         t0 = time.perf_counter()
-        eps = self.agent(model).play([EpisodeStart(p) for p in tasks], greedy=True, what=f"eval {name}")
-        m = episode_metrics(eps)
+        agent = self.agent(model)
+        print(f"[hpl]   eval {name}: {len(tasks)} episodes ...", flush=True)
+        m, episodes, _ = evaluate_episodes(
+            agent, self.pool(), self.fmt, agent.limits, tasks, agent.greedy, progress=lambda _: None
+        )
         report = {
             "arm": name,
             "model": model,
@@ -594,7 +578,7 @@ class Pipeline:
             "metrics": m,
             "wall_s": time.perf_counter() - t0,
             **environment(),
-            "episodes": [e.record() for e in eps],
+            "episodes": episodes,
         }
         print(
             f"[hpl] eval {name}: success {m['env/success_rate']:.3f}, return {m['env/return_mean']:.3f} "
@@ -699,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         run(args)
-    except (HPLError, ConfigError) as e:
+    except (HPLError, EvalError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -235,6 +235,28 @@ class EpisodeLimits:
     max_tokens: int = 2048  # the whole row: prompt + actions + observations
 
 
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """How a recipe plays its episodes — environment, chat turns, budgets, task files — so that an evaluation
+    (launch/episodes_eval.py) plays the same game the same way. Every strategy that plays episodes exposes it as
+    ``options.episode_spec(recipe)``."""
+
+    env: str
+    env_options: dict[str, Any]
+    pool_size: int
+    step_timeout_s: float
+    limits: EpisodeLimits
+    system_prompt: str | None
+    first_turn: str
+    use_chat_template: bool
+    temperature: float  # the training rollouts' sampling temperature
+    train_tasks: str | None  # the training task rows
+    eval_tasks: str | None = None  # held-out task rows (None: test.jsonl beside ``train_tasks``)
+
+    def turn_format(self, tokenizer: Any) -> TurnFormat:
+        return TurnFormat(tokenizer, self.system_prompt, self.first_turn, self.use_chat_template)
+
+
 def task_of(prompt: Prompt) -> dict[str, Any]:
     return {"uid": prompt.uid, **prompt.columns}
 

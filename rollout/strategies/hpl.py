@@ -29,7 +29,15 @@ from typing import Any
 import torch
 
 from rollout.hpl import UNIT_KINDS
-from rollout.multiturn import DEFAULT_FIRST_TURN, DEFAULT_SYSTEM, TranscriptRow, TurnFormat, transcript_row
+from rollout.multiturn import (
+    DEFAULT_FIRST_TURN,
+    DEFAULT_SYSTEM,
+    EpisodeLimits,
+    EpisodeSpec,
+    TranscriptRow,
+    TurnFormat,
+    transcript_row,
+)
 from rollout.strategies.base import Generator, Scorer, StrategyContext, register_strategy
 from rollout.types import Prompt, PromptRequest, RolloutBatch, Sample
 from trainer.batch import LossTerm, TrainBatch, collate
@@ -92,6 +100,24 @@ class HPLOptions:
     first_turn: str = DEFAULT_FIRST_TURN
     use_chat_template: bool = True
     build: HPLBuildOptions = field(default_factory=HPLBuildOptions)
+
+    def episode_spec(self, recipe: Any) -> EpisodeSpec:
+        """How the data stages and the held-out evaluation play (``build``'s environment, tasks and budgets)."""
+        b = self.build
+        limits = EpisodeLimits(b.max_turns, b.max_action_tokens, recipe.rollout.max_model_len)
+        return EpisodeSpec(
+            b.env,
+            dict(b.env_options),
+            b.pool_size,
+            b.step_timeout_s,
+            limits,
+            self.system_prompt,
+            self.first_turn,
+            self.use_chat_template,
+            b.temperature,
+            b.tasks,
+            b.eval_tasks,
+        )
 
     def __post_init__(self) -> None:
         bad = sorted(set(self.weights) - set(UNIT_KINDS))

@@ -23,6 +23,7 @@ from rollout.multiturn import (
     DEFAULT_SYSTEM,
     EpisodeLimits,
     EpisodeRunner,
+    EpisodeSpec,
     EpisodeStart,
     TurnFormat,
     episode_metrics,
@@ -56,6 +57,24 @@ class MultiTurnOptions:
     first_turn: str = DEFAULT_FIRST_TURN  # the first user message: {task} and {observation}
     use_chat_template: bool = True
     save_episodes: bool = True
+
+    def episode_spec(self, recipe: Any) -> EpisodeSpec:
+        """How this recipe plays (the held-out evaluation plays the same way; tasks: ``data.source``)."""
+        limits = EpisodeLimits(
+            self.max_turns, self.max_action_tokens, self.max_tokens or recipe.rollout.max_model_len
+        )
+        return EpisodeSpec(
+            self.env,
+            dict(self.env_options),
+            self.pool_size,
+            self.step_timeout_s,
+            limits,
+            self.system_prompt,
+            self.first_turn,
+            self.use_chat_template,
+            recipe.rollout.temperature,
+            recipe.data.source,
+        )
 
 
 def make_pool(o: MultiTurnOptions) -> Any:
