@@ -79,6 +79,24 @@ def _sampled_evals(args: argparse.Namespace, seed_dir: Path) -> list[str]:
     return cmds
 
 
+def _run_resuming(cmd: list[str], log: Path, retries: int = 2) -> None:
+    """Run the pipeline; if the process is killed by a signal, run it again (it resumes at the unfinished stage).
+
+    Why: the environments run in the pipeline's own process (``build.pool: local``), and once in a multi-hour run
+    the process died of a segfault inside the dynamic loader while a game loaded (TextWorld's jericho dlopens a
+    copy of its interpreter per game). Every attempt is written to the seed's command log."""
+    for attempt in range(retries + 1):
+        rc = subprocess.run(cmd, cwd=ROOT).returncode
+        if rc == 0:
+            return
+        if rc > 0 or attempt == retries:
+            raise subprocess.CalledProcessError(rc, cmd)
+        note = f"# attempt {attempt + 1} killed by signal {-rc}: rerun (resumes)"
+        print(f"[bench] {note}", flush=True)
+        with log.open("a") as fh:
+            fh.write(note + "\n")
+
+
 def _counts(seed_dir: Path) -> dict[str, int]:
     data = seed_dir / "data"
     out = {}
@@ -295,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         with log.open("a") as fh:
             fh.write(commands[-1] + "\n")
         t0 = time.perf_counter()
-        subprocess.run(cmd, cwd=ROOT, check=True)
+        _run_resuming(cmd, log)
         if args.k:
             with log.open("a") as fh:
                 fh.writelines(c + "\n" for c in _sampled_evals(args, Path(args.work) / f"seed{s}"))

