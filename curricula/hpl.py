@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from curricula.base import CurriculumContext, register_curriculum
+from curricula.uniform import EpochSampler
 from rollout.hpl import active_buckets
 from rollout.types import PromptRequest, RolloutBatch
 
@@ -39,7 +40,6 @@ class HPLCurriculum:
         self.dataset = ctx.dataset
         self.k = ctx.prompts_per_step
         self.o = options
-        self.rng = np.random.default_rng(ctx.seed)
         self.buckets: list[tuple[int, int] | None] = []
         for i in range(len(self.dataset)):
             c = self.dataset[i].columns
@@ -52,10 +52,8 @@ class HPLCurriculum:
                 self.buckets.append((int(b[0]), int(b[1])))
             else:
                 self.buckets.append(None)
-        self.phase = 0
-        self.epoch = 0
-        self.cursor = 0
-        self.order: list[int] = []
+        self.phase = 0  # set by the first next_batch
+        self.sampler = EpochSampler([], np.random.default_rng(ctx.seed), options.shuffle)
 
     def phase_at(self, step: int) -> int:
         return 1 + sum(step >= p for p in self.o.phase_steps)
@@ -65,28 +63,14 @@ class HPLCurriculum:
         active = active_buckets(phase)
         return [i for i, b in enumerate(self.buckets) if b is None or b in active]
 
-    def _new_order(self) -> list[int]:
-        idx = np.array(self.pool(self.phase), dtype=np.int64)
-        if self.o.shuffle:
-            self.rng.shuffle(idx)
-        return idx.tolist()
-
     def next_batch(self, step: int) -> list[PromptRequest]:
         phase = self.phase_at(step)
-        if phase != self.phase:
-            self.phase, self.epoch, self.cursor = phase, 0, 0
-            self.order = self._new_order()
-        if not self.order:
+        if phase != self.phase:  # a new phase: epochs over its own pool, from epoch 0
+            self.phase = phase
+            self.sampler.reset(self.pool(phase))
+        if not self.sampler.pool:
             raise ValueError(f"hpl_buckets: phase {phase} has no units to train on (empty dataset?)")
-        out: list[PromptRequest] = []
-        while len(out) < self.k:
-            if self.cursor >= len(self.order):
-                self.epoch += 1
-                self.cursor = 0
-                self.order = self._new_order()
-            out.append(PromptRequest(self.dataset[self.order[self.cursor]], 1))
-            self.cursor += 1
-        return out
+        return [PromptRequest(self.dataset[i], 1) for i in self.sampler.take(self.k)]
 
     def observe(self, batch: RolloutBatch) -> dict[str, float]:
         groups = sum(b is not None for b in self.buckets)
@@ -95,22 +79,16 @@ class HPLCurriculum:
             "hpl/phase": float(self.phase),
             "hpl/group_units_active": float(active),
             "hpl/group_units": float(groups),
-            "epoch": float(self.epoch),
+            "epoch": float(self.sampler.epoch),
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "phase": self.phase,
-            "epoch": self.epoch,
-            "cursor": self.cursor,
-            "order": list(self.order),
-            "rng": self.rng.bit_generator.state,
-        }
+        return {"phase": self.phase, **self.sampler.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.phase, self.epoch, self.cursor = int(state["phase"]), int(state["epoch"]), int(state["cursor"])
-        self.order = [int(i) for i in state["order"]]
-        self.rng.bit_generator.state = state["rng"]
+        self.phase = int(state["phase"])
+        self.sampler.pool = self.pool(self.phase) if self.phase else []
+        self.sampler.load_state_dict(state)
 
 
 @register_curriculum("hpl_buckets", HPLCurriculumOptions)
