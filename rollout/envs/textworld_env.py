@@ -32,6 +32,7 @@ from rollout.envs.base import EnvError, Observation, StepResult, write_split
 LEVELS: tuple[tuple[int, int, int], ...] = ((2, 4, 1), (3, 6, 2), (3, 6, 3), (4, 8, 3), (5, 10, 4))
 
 _BANNER_CHARS = set("$|\\/_-=")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # C0 controls but tab and newline, and DEL
 
 
 def clean_feedback(text: str) -> str:
@@ -102,6 +103,10 @@ class TextWorldEnv:
     def step(self, action: str) -> StepResult:
         if self._env is None:
             raise EnvError("textworld: step() before reset()")
+        # A sampled action can hold control bytes: a NUL kills the whole process inside jericho's interpreter
+        # (segfault, measured), so control characters become spaces; the parser then answers as it answers any
+        # other command it does not understand.
+        action = _CONTROL.sub(" ", action)
         valid = action in (self._state.admissible_commands or [])
         self._state, score, done = self._env.step(action)
         self._steps += 1

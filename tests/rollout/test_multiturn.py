@@ -215,6 +215,33 @@ def test_textworld_walkthrough_wins_and_split_is_disjoint(tw_games):
 
 
 @pytest.mark.slow
+def test_textworld_control_bytes_in_an_action_are_not_a_crash(tw_games):
+    """A NUL in a sampled action used to kill the process inside jericho (segfault): run it in a child."""
+    import json
+    import subprocess
+    import sys
+
+    row = json.loads((tw_games / "train.jsonl").read_text().splitlines()[0])
+    code = (
+        "import json, sys\n"
+        "from rollout.envs.base import make_env\n"
+        "row = json.loads(sys.argv[1]); env = make_env('textworld', {'games_root': sys.argv[2]})\n"
+        "env.reset(row)\n"
+        "r = env.step('take\\x00 it\\x1b[31m\\x07')\n"
+        "print('OBS', r.info['valid'], r.done, repr(r.observation))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(row), str(tw_games)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "OBS False False" in out.stdout  # the parser's own answer to a command it does not understand
+
+
+@pytest.mark.slow
 def test_ray_env_pool_replaces_hung_crashed_and_dead_actors(ray_cluster):
     from rollout.envs.pool import EnvFailure, RayEnvPool
 
