@@ -79,12 +79,13 @@ def _sampled_evals(args: argparse.Namespace, seed_dir: Path) -> list[str]:
     return cmds
 
 
-def _run_resuming(cmd: list[str], log: Path, retries: int = 2) -> None:
+def _run_resuming(cmd: list[str], log: Path, retries: int = 1) -> None:
     """Run the pipeline; if the process is killed by a signal, run it again (it resumes at the unfinished stage).
 
-    Why: the environments run in the pipeline's own process (``build.pool: local``), and once in a multi-hour run
-    the process died of a segfault inside the dynamic loader while a game loaded (TextWorld's jericho dlopens a
-    copy of its interpreter per game). Every attempt is written to the seed's command log."""
+    Why: the environments run in the pipeline's own process (``build.pool: local``), so a native crash of a
+    simulator kills the pipeline (a NUL byte in a sampled action segfaulted jericho until the TextWorld adapter
+    began replacing control bytes); a rerun loses only the unfinished stage. Every retry is written to the seed's
+    command log."""
     for attempt in range(retries + 1):
         rc = subprocess.run(cmd, cwd=ROOT).returncode
         if rc == 0:
