@@ -66,11 +66,15 @@ def _sampled_evals(args: argparse.Namespace, seed_dir: Path) -> list[str]:
     """``--k``: every evaluated arm also plays each held-out game K times at the recipe's T; returns the
     commands run (an arm whose file exists is skipped)."""
     cmds = []
-    for arm in _order(set(_arms(seed_dir))):
+    arms = _order(set(_arms(seed_dir)))
+    # π_ref's run (the BC stage) records the build section it was made under, which a resumed pipeline may have
+    # changed since (turn cap, pool); the arms' run recipes hold the current one: π_ref is played as they are.
+    how = next((seed_dir / a / "recipe.yaml" for a in arms if (seed_dir / a / "recipe.yaml").is_file()), None)
+    for arm in arms:
         out = seed_dir / f"eval_k{args.k}" / f"{arm}.json"
         run = seed_dir / ("bc" if arm == "ref" else arm)
         cmd = [sys.executable, "-m", "launch.eval", "--task", "episodes", str(run), "--k", str(args.k)]
-        cmd += ["--out", str(out)]
+        cmd += ["--out", str(out)] + (["--recipe", str(how)] if arm == "ref" and how else [])
         if out.is_file():
             continue
         cmds.append(" ".join(["python", *cmd[1:]]))
