@@ -254,16 +254,25 @@ def render(args: argparse.Namespace, commands: list[str], wall: dict[int, float]
     if plt is not None and rows:
         import statistics
 
-        fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.2))
-        means, errs = [], []
-        for a in names:
-            v = [per[s][a]["metrics"]["env/success_rate"] for s in seeds if a in per[s]]
-            means.append(statistics.mean(v))
-            errs.append(statistics.stdev(v) if len(v) > 1 else 0.0)
-        ax.bar(names, means, yerr=errs, capsize=4, color="#4c72b0")
+        fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 3.4))
+        series = [("env/success_rate", per, "greedy")]
+        if k:
+            series.append((f"env/success_avg@{k}", per_k, f"avg@{k}, T = 1"))
+        width = 0.8 / len(series)
+        for j, (key, src, label) in enumerate(series):
+            means, errs = [], []
+            for a in names:
+                v = [src[s][a]["metrics"][key] for s in seeds if a in src.get(s, {})]
+                means.append(statistics.mean(v) if v else 0.0)
+                errs.append(statistics.stdev(v) if len(v) > 1 else 0.0)
+            xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(names))]
+            ax.bar(xs, means, width, yerr=errs, capsize=3, label=label)
+        # Arms differ in how many seeds they have: the count is part of the label, never hidden.
+        counts = [sum(a in per[s] for s in seeds) for a in names]
+        ax.set_xticks(range(len(names)), [f"{a}\n({n} seeds)" for a, n in zip(names, counts)])
         ax.set_ylabel("held-out success rate")
-        ax.set_title(f"TextWorld, {len(seeds)} seed(s), greedy")
-        ax.tick_params(axis="x", rotation=20)
+        ax.set_title("TextWorld, 20 held-out games; mean ± std over seeds")
+        ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(ROOT / "bench" / "hpl.png", dpi=110)
     print("\n".join(lines[: 10 + len(rows)]))
