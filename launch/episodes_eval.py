@@ -140,13 +140,10 @@ def evaluate_episodes(
 
 
 def make_pool(spec: Any, kind: str, size: int | None) -> Any:
+    from rollout.envs.base import absolute_paths
     from rollout.envs.pool import LocalEnvPool, RayEnvPool
 
-    # Env actors and the local pool may run elsewhere: paths in the env options are made absolute here.
-    env_options = {
-        k: str(Path(v).expanduser().resolve()) if k.endswith(("_root", "_dir", "_path")) and v else v
-        for k, v in spec.env_options.items()
-    }
+    env_options = absolute_paths(spec.env_options)
     if kind == "ray":
         from launch.ray_utils import init_ray
 

@@ -175,11 +175,10 @@ class Pipeline:
         self.opts: HPLOptions = component_options(
             HPLOptions, self.cfg.strategy.options, "strategy.options", recipe
         )
+        from rollout.envs.base import absolute_paths
+
         b = self.opts.build
-        env_options = {
-            k: str(Path(v).expanduser().resolve()) if k.endswith(("_root", "_dir", "_path")) and v else v
-            for k, v in b.env_options.items()
-        }
+        env_options = absolute_paths(b.env_options)
         self.build = replace(b, env_options=env_options)
         self.work = Path(work or self.cfg.output_dir).resolve()
         self.engine = engine or self.cfg.rollout.engine

@@ -84,6 +84,15 @@ def make_env(name: str, options: dict[str, Any] | None = None) -> Environment:
 SPLIT_FILES = {"train": "train.jsonl", "heldout": "test.jsonl"}
 
 
+def absolute_paths(options: dict[str, Any]) -> dict[str, Any]:
+    """Env options with path values (keys ending in _root/_dir/_path) made absolute against this process's working
+    directory: env actors, pools and evaluations may run elsewhere (a Ray worker, a submitted job)."""
+    return {
+        k: str(Path(v).expanduser().resolve()) if k.endswith(("_root", "_dir", "_path")) and v else v
+        for k, v in options.items()
+    }
+
+
 def write_split(out: Path, part: str, rows: list[dict[str, Any]]) -> Path:
     """Write one split's task rows (``id``, ``text``, ``env``, ``expert_actions``, env keys) as JSON lines."""
     path = Path(out) / SPLIT_FILES[part]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rollout.envs.base import absolute_paths
 from rollout.multiturn import (
     DEFAULT_FIRST_TURN,
     DEFAULT_SYSTEM,
@@ -91,12 +92,7 @@ class MultiTurnGRPOStrategy:
     def __init__(self, ctx: StrategyContext, options: MultiTurnOptions) -> None:
         if options.pool not in ("ray", "local"):
             raise ValueError(f"strategy.options.pool: {options.pool!r} is not ray or local")
-        # Env actors may run in another working directory (a Ray worker, a submitted job): paths in the env
-        # options (keys ending in _root/_dir/_path) are made absolute against the driver's.
-        env_options = {
-            k: str(Path(v).expanduser().resolve()) if k.endswith(("_root", "_dir", "_path")) and v else v
-            for k, v in options.env_options.items()
-        }
+        env_options = absolute_paths(options.env_options)
         options = replace(options, env_options=env_options)
         self.ctx, self.o = ctx, options
         self.fmt = TurnFormat(
